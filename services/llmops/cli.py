@@ -1,0 +1,454 @@
+"""The ``llmops`` command."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SERVICE_MODULES = {
+    "inference": "llmops.inference.main",
+    "retrieval": "llmops.retrieval.main",
+    "tracing": "llmops.tracing.main",
+}
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".html", ".htm", ".json", ".csv", ".yaml", ".yml", ".toml"}
+
+
+def _settings():
+    from llmops.common.settings import Settings
+
+    return Settings()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _rpc_error(exc) -> str:
+    return f"{exc.code().name}: {exc.details()}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """llmops: traced inference, RAG, online judging and drift monitors on Kafka."""
+
+
+# -- running ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("service", type=click.Choice(sorted(SERVICE_MODULES)))
+def serve(service: str) -> None:
+    """Run one service in the foreground (``llmops up`` runs them all)."""
+    import importlib
+
+    from llmops.common.runtime import run_service
+
+    build = importlib.import_module(SERVICE_MODULES[service]).build
+    asyncio.run(run_service(service, _settings(), build))
+
+
+@main.command()
+def broker() -> None:
+    """Run the embedded Kafka broker (Tansu) in the foreground."""
+    from llmops.common.broker import EmbeddedBroker
+
+    s = _settings()
+
+    async def run() -> None:
+        b = EmbeddedBroker(s.kafka_embedded_port)
+        await b.start()
+        click.echo(f"embedded Kafka broker on {b.bootstrap} (Ctrl-C stops it)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        b.stop()
+
+    asyncio.run(run())
+
+
+async def _up(console, after_start=None) -> int:
+    from llmops.supervisor import Stack, StackError
+
+    s = _settings()
+    stack = Stack(s, on_progress=lambda m: console.print(f"[dim]•[/] {m}"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        t0 = time.monotonic()
+        await stack.start()
+        console.print(f"[green]platform up[/] in {time.monotonic() - t0:.1f}s")
+        _print_status(console, s)
+        keep_running = True
+        if after_start is not None:
+            keep_running = await after_start(stack, stop)
+        if keep_running and not stop.is_set():
+            console.print("running; Ctrl-C stops every service")
+            report = await stack.watch(stop)
+            if report:
+                console.print(f"[red]{report}[/]")
+                code = 1
+    except StackError as exc:
+        console.print(f"[red]{exc}[/]")
+        code = 1
+    finally:
+        console.print("stopping…")
+        await stack.stop()
+        console.print("stopped")
+    return code
+
+
+@main.command()
+def up() -> None:
+    """Start the broker and every service, each in its own process; Ctrl-C stops them all."""
+    sys.exit(asyncio.run(_up(_console())))
+
+
+# -- status ------------------------------------------------------------------------------------
+def _print_status(console, s) -> bool:
+    from rich.table import Table
+
+    from llmops.common.broker import kafka_answers
+    from llmops.supervisor import IMPLEMENTED, health_status
+
+    async def probe():
+        rows = [("kafka", s.bootstrap_servers,
+                 "SERVING" if await kafka_answers(s.bootstrap_servers) else "UNREACHABLE")]
+        for name in ("inference", "retrieval", "tracing", "judging", "drift"):
+            status = await health_status(s.grpc_target(name), 2.0)
+            if name not in IMPLEMENTED and status == "UNREACHABLE":
+                status = "not built yet"
+            rows.append((name, s.grpc_target(name), status))
+        return rows
+
+    rows = asyncio.run(probe()) if not _in_loop() else None
+    if rows is None:  # called from inside a running loop: run the probe on a helper thread
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            rows = ex.submit(lambda: asyncio.run(probe())).result()
+    table = Table(title="llmops status")
+    for col in ("component", "address", "health", "metrics"):
+        table.add_column(col)
+    colors = {"SERVING": "green", "NOT_SERVING": "yellow", "UNREACHABLE": "red"}
+    for name, addr, status in rows:
+        metrics = f"http://{s.host}:{s.metrics_port(name)}/metrics" if name != "kafka" else ""
+        table.add_row(name, addr, f"[{colors.get(status, 'dim')}]{status}[/]", metrics)
+    console.print(table)
+    return all(st == "SERVING" for n, _, st in rows if st != "not built yet")
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+@main.command()
+def status() -> None:
+    """Health of the broker and of every service."""
+    sys.exit(0 if _print_status(_console(), _settings()) else 1)
+
+
+# -- using it ----------------------------------------------------------------------------------
+@main.command()
+@click.argument("prompt")
+@click.option("--rag", is_flag=True, help="Retrieve contexts and answer from them.")
+@click.option("--model", default="", help="Model name (default: the server's default).")
+@click.option("--max-new-tokens", type=int, default=None)
+@click.option("--temperature", type=float, default=None)
+@click.option("--collection", default="", help="Collection to retrieve from.")
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--stream/--no-stream", default=True, show_default=True, help="Print tokens as they come.")
+def generate(prompt, rag, model, max_new_tokens, temperature, collection, top_k, stream) -> None:
+    """Generate an answer (traced), optionally with retrieval."""
+    import grpc
+
+    from llmops.client import Client
+    from llmops.v1 import inference_pb2
+
+    console = _console()
+    client = Client(_settings())
+    req = inference_pb2.GenerateRequest(prompt=prompt, model=model)
+    if max_new_tokens is not None:
+        req.parameters.max_new_tokens = max_new_tokens
+    if temperature is not None:
+        req.parameters.temperature = temperature
+    if rag:
+        req.retrieval.enabled = True
+        req.retrieval.top_k = top_k
+        req.retrieval.collection = collection
+    try:
+        if stream:
+            summary = None
+            for msg in client.inference.GenerateStream(req, timeout=600):
+                if msg.final:
+                    summary = msg.summary
+                else:
+                    console.print(msg.token, end="", soft_wrap=True)
+            console.print()
+            res = summary
+        else:
+            res = client.inference.Generate(req, timeout=600)
+            console.print(res.text)
+    except grpc.RpcError as exc:
+        console.print(f"[red]{_rpc_error(exc)}[/]")
+        sys.exit(1)
+    console.print(f"[dim]trace {res.trace_id} · {res.model} · {res.latency_ms:.0f} ms · "
+                  f"{res.usage.prompt_tokens} → {res.usage.completion_tokens} tokens · {res.finish_reason} · "
+                  f"prompt {res.prompt_template} v{res.prompt_version}[/]")
+    for n, c in enumerate(res.contexts, 1):
+        console.print(f"[dim]  [{n}] {c.document_id} score={c.score:.3f}[/]")
+
+
+@main.command()
+@click.argument("trace_id")
+def trace(trace_id: str) -> None:
+    """Show a trace: its spans as a tree, its scores and feedback."""
+    import grpc
+    from rich.tree import Tree
+
+    from llmops.client import Client
+
+    console = _console()
+    try:
+        t = Client(_settings()).get_trace(trace_id)
+    except grpc.RpcError as exc:
+        console.print(f"[red]{_rpc_error(exc)}[/]")
+        sys.exit(1)
+    s = t.summary
+    console.print(f"[bold]trace {t.trace_id}[/]  model={s.model}  latency={s.latency_ms:.0f} ms  "
+                  f"tokens={s.usage.prompt_tokens}→{s.usage.completion_tokens}  prompt={s.prompt_template} v{s.prompt_version}")
+    if s.prompt:
+        console.print(f"[cyan]Q:[/] {s.prompt}")
+        console.print(f"[cyan]A:[/] {s.answer}")
+    children: dict[str, list] = {}
+    for sp in t.spans:
+        children.setdefault(sp.parent_span_id, []).append(sp)
+    ids = {sp.span_id for sp in t.spans}
+    roots = [sp for sp in t.spans if not sp.parent_span_id or sp.parent_span_id not in ids]
+    tree = Tree("spans")
+
+    def add(node, sp):
+        ms = (sp.end_time.ToNanoseconds() - sp.start_time.ToNanoseconds()) / 1e6
+        ok = {0: "unset", 1: "[green]ok[/]", 2: "[red]error[/]"}[sp.status]
+        attrs = " ".join(f"{k}={v[:60]}" for k, v in sorted(sp.attributes.items()))
+        branch = node.add(f"{sp.name} [dim]{sp.service}[/] {ms:.1f} ms {ok} [dim]{attrs}[/]")
+        for c in children.get(sp.span_id, []):
+            add(branch, c)
+
+    for r in roots:
+        add(tree, r)
+    console.print(tree)
+    for sc in t.scores:
+        console.print(f"score {sc.name}={sc.value:.3f} ({sc.evaluator} {sc.version}) {sc.explanation[:100]}")
+    for fb in t.feedback:
+        console.print(f"feedback {fb.name}={fb.score} by {fb.user_id or '-'}: {fb.comment}")
+
+
+@main.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--session", default="")
+@click.option("--user", default="")
+@click.option("--model", default="")
+def traces(limit, session, user, model) -> None:
+    """List recent traces."""
+    from rich.table import Table
+
+    from llmops.client import Client
+    from llmops.v1 import tracing_pb2
+
+    resp = Client(_settings()).tracing.ListTraces(tracing_pb2.ListTracesRequest(
+        page_size=limit, session_id=session, user_id=user, model=model), timeout=10)
+    table = Table()
+    for col in ("trace id", "start", "model", "latency ms", "tokens", "spans", "prompt"):
+        table.add_column(col)
+    for t in resp.traces:
+        table.add_row(t.trace_id, t.start_time.ToDatetime().strftime("%H:%M:%S"), t.model, f"{t.latency_ms:.0f}",
+                      f"{t.usage.prompt_tokens}→{t.usage.completion_tokens}", str(t.span_count), t.prompt[:50])
+    _console().print(table)
+
+
+@main.command()
+@click.argument("trace_id")
+@click.argument("score", type=float)
+@click.option("--comment", default="")
+@click.option("--user", default="")
+def feedback(trace_id, score, comment, user) -> None:
+    """Record a user's score (and comment) on a trace."""
+    import grpc
+
+    from llmops.client import Client
+    from llmops.v1 import tracing_pb2
+
+    try:
+        r = Client(_settings()).tracing.SubmitFeedback(tracing_pb2.SubmitFeedbackRequest(
+            trace_id=trace_id, score=score, comment=comment, user_id=user), timeout=10)
+    except grpc.RpcError as exc:
+        _console().print(f"[red]{_rpc_error(exc)}[/]")
+        sys.exit(1)
+    click.echo(f"feedback {r.feedback.id} recorded")
+
+
+def _read_documents(paths: tuple[str, ...]):
+    from llmops.v1 import retrieval_pb2
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise click.BadParameter(f"{p} is neither a file nor a directory")
+    docs = []
+    for f in files:
+        text = f.read_text(errors="replace")
+        if text.strip():
+            docs.append(retrieval_pb2.Document(id=str(f), text=text, metadata={"source": str(f), "name": f.name}))
+    return docs
+
+
+def ingest_documents(client, docs, collection: str, console, batch: int = 8) -> tuple[int, int]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    total_docs = total_chunks = 0
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("embedding and indexing", total=len(docs))
+        for i in range(0, len(docs), batch):
+            part = docs[i:i + batch]
+            r = client.upsert(part, collection)
+            total_docs += r.documents
+            total_chunks += r.chunks
+            progress.advance(task, len(part))
+    return total_docs, total_chunks
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--collection", default="", help="Target collection (default: LLMOPS_DEFAULT_COLLECTION).")
+@click.option("--pydoc", is_flag=True, help="Ingest the demo corpus (pydoc_data.topics).")
+@click.option("--via", type=click.Choice(["grpc", "kafka"]), default="grpc", show_default=True,
+              help="Upsert over gRPC (waits), or publish DocumentEvents on the documents topic.")
+def ingest(paths, collection, pydoc, via) -> None:
+    """Index files, directories or the demo corpus; re-ingesting a document replaces it."""
+    import grpc
+
+    from llmops.client import Client
+    from llmops.demo import corpus_documents
+
+    console = _console()
+    docs = _read_documents(paths) + (corpus_documents() if pydoc else [])
+    if not docs:
+        raise click.UsageError("nothing to ingest: give files, a directory, or --pydoc")
+    s = _settings()
+    t0 = time.monotonic()
+    if via == "kafka":
+        asyncio.run(_publish_documents(s, docs, collection))
+        console.print(f"published {len(docs)} DocumentEvents to {s.topic('documents')} "
+                      f"in {time.monotonic() - t0:.1f}s (indexed asynchronously)")
+        return
+    try:
+        n_docs, n_chunks = ingest_documents(Client(s), docs, collection, console)
+    except grpc.RpcError as exc:
+        console.print(f"[red]{_rpc_error(exc)}[/]")
+        sys.exit(1)
+    console.print(f"indexed {n_docs} documents as {n_chunks} chunks in {time.monotonic() - t0:.1f}s")
+
+
+async def _publish_documents(s, docs, collection: str) -> None:
+    from llmops.common.bus import EventBus
+    from llmops.v1 import events_pb2
+
+    bus = EventBus(s)
+    await bus.start()
+    try:
+        for d in docs:
+            await bus.send(s.topic("documents"), d.id, events_pb2.DocumentEvent(
+                id=d.id, text=d.text, collection=collection, metadata=dict(d.metadata)))
+    finally:
+        await bus.stop()
+
+
+# -- the demo (make run) -------------------------------------------------------------------------
+@main.command()
+@click.option("--exit-after", "exit_after", is_flag=True, help="Stop the platform after the demo.")
+@click.option("--max-new-tokens", type=int, default=96, show_default=True)
+def demo(exit_after: bool, max_new_tokens: int) -> None:
+    """Bring the platform up, ingest the demo corpus, answer RAG questions, keep running."""
+    from llmops.client import Client
+    from llmops.demo import QUESTIONS, corpus_documents
+
+    console = _console()
+
+    async def after_start(stack, stop) -> bool:
+        def run_demo() -> bool:
+            from rich.table import Table
+
+            client = Client(stack.settings)
+            docs = corpus_documents()
+            console.print(f"ingesting the demo corpus: {len(docs)} Python reference topics (pydoc_data.topics)")
+            t0 = time.monotonic()
+            n_docs, n_chunks = ingest_documents(client, docs, "", console)
+            console.print(f"indexed {n_docs} documents as {n_chunks} chunks in {time.monotonic() - t0:.1f}s")
+            table = Table(title="RAG answers (SmolLM2-135M-Instruct, llama.cpp)", show_lines=True)
+            for col in ("question", "answer", "retrieved topics", "trace id", "latency ms", "tokens in→out"):
+                table.add_column(col, overflow="fold")
+            first = None
+            for q in QUESTIONS:
+                if stop.is_set():
+                    return False
+                r = client.generate(q.question, rag=True, max_new_tokens=max_new_tokens)
+                first = first or r.trace_id
+                topics = ", ".join(dict.fromkeys(c.metadata.get("topic", c.document_id) for c in r.contexts))
+                table.add_row(q.question, r.text.strip()[:400], topics, r.trace_id, f"{r.latency_ms:.0f}",
+                              f"{r.usage.prompt_tokens}→{r.usage.completion_tokens}")
+            console.print(table)
+            _show_first_trace(console, client, first)
+            return True
+
+        ok = await asyncio.to_thread(run_demo)
+        return ok and not exit_after
+
+    sys.exit(asyncio.run(_up(console, after_start)))
+
+
+def _show_first_trace(console, client, trace_id: str) -> None:
+    import grpc
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            t = client.get_trace(trace_id)
+            if len(t.spans) >= 4:
+                break
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            console.print(f"[yellow]trace {trace_id} not stored yet; try `llmops trace {trace_id}`[/]")
+            return
+        time.sleep(0.2)
+    names = ", ".join(f"{s.name} ({(s.end_time.ToNanoseconds() - s.start_time.ToNanoseconds()) / 1e6:.0f} ms)"
+                      for s in t.spans)
+    console.print(f"trace {trace_id} is stored with {len(t.spans)} spans: {names}")
+    console.print(f"see it with: [bold].venv/bin/llmops trace {trace_id}[/]")
+
+
+if __name__ == "__main__":
+    main()

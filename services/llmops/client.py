@@ -1,0 +1,56 @@
+"""A small synchronous client for the platform's gRPC services (used by the CLI and the demo)."""
+from __future__ import annotations
+
+import grpc
+
+from llmops.common.settings import Settings
+from llmops.v1 import (inference_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc, tracing_pb2,
+                       tracing_pb2_grpc)
+
+
+class Client:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def channel(self, service: str) -> grpc.Channel:
+        if service not in self._channels:
+            self._channels[service] = grpc.insecure_channel(
+                self.settings.grpc_target(service),
+                options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                         ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        return self._channels[service]
+
+    @property
+    def inference(self) -> inference_pb2_grpc.InferenceServiceStub:
+        return inference_pb2_grpc.InferenceServiceStub(self.channel("inference"))
+
+    @property
+    def retrieval(self) -> retrieval_pb2_grpc.RetrievalServiceStub:
+        return retrieval_pb2_grpc.RetrievalServiceStub(self.channel("retrieval"))
+
+    @property
+    def tracing(self) -> tracing_pb2_grpc.TracingServiceStub:
+        return tracing_pb2_grpc.TracingServiceStub(self.channel("tracing"))
+
+    def generate(self, prompt: str, *, rag: bool = False, max_new_tokens: int | None = None, model: str = "",
+                 collection: str = "", top_k: int = 3, timeout: float = 300, **fields) -> inference_pb2.GenerateResponse:
+        req = inference_pb2.GenerateRequest(prompt=prompt, model=model, **fields)
+        if max_new_tokens is not None:
+            req.parameters.max_new_tokens = max_new_tokens
+        if rag:
+            req.retrieval.enabled = True
+            req.retrieval.top_k = top_k
+            req.retrieval.collection = collection
+        return self.inference.Generate(req, timeout=timeout)
+
+    def upsert(self, documents: list[retrieval_pb2.Document], collection: str = "", timeout: float = 600):
+        return self.retrieval.Upsert(retrieval_pb2.UpsertRequest(collection=collection, documents=documents),
+                                     timeout=timeout)
+
+    def get_trace(self, trace_id: str, timeout: float = 10) -> tracing_pb2.Trace:
+        return self.tracing.GetTrace(tracing_pb2.GetTraceRequest(trace_id=trace_id), timeout=timeout)
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()

@@ -1,0 +1,28 @@
+"""Domain errors. Domain code raises these; the gRPC interceptor maps them to status codes."""
+from __future__ import annotations
+
+import grpc
+
+
+class LlmopsError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(LlmopsError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(LlmopsError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(LlmopsError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class FailedPrecondition(LlmopsError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(LlmopsError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,0 +1,61 @@
+"""Prometheus metrics shared by every service (one registry per process).
+
+Names follow Prometheus conventions: ``llmops_`` prefix, base units (seconds), ``_total`` counters.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+GRPC_REQUESTS = Counter(
+    "llmops_grpc_requests_total", "gRPC requests handled", ["service", "method", "code"], registry=REGISTRY
+)
+GRPC_LATENCY = Histogram(
+    "llmops_grpc_request_duration_seconds", "gRPC request latency", ["service", "method"],
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+EVENTS_PUBLISHED = Counter(
+    "llmops_events_published_total", "Events delivered to Kafka", ["topic"], registry=REGISTRY
+)
+EVENTS_UNDELIVERED = Counter(
+    "llmops_events_undelivered_total", "Events the request path could not deliver", ["topic", "reason"],
+    registry=REGISTRY,
+)
+PUBLISH_QUEUE_DEPTH = Gauge(
+    "llmops_publish_queue_depth", "Events waiting in the request path's publish buffer", registry=REGISTRY
+)
+EVENTS_CONSUMED = Counter(
+    "llmops_events_consumed_total", "Events consumed and handled", ["topic", "group"], registry=REGISTRY
+)
+DLQ_MESSAGES = Counter(
+    "llmops_dlq_messages_total", "Messages sent to the dead-letter topic", ["topic", "group", "error"],
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "llmops_tokens_total", "Tokens processed by the model backends", ["model", "kind"], registry=REGISTRY
+)
+GENERATION_LATENCY = Histogram(
+    "llmops_generation_duration_seconds", "Model generation latency", ["model"],
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+RETRIEVAL_HITS = Histogram(
+    "llmops_retrieval_hits", "Results returned per search", ["collection"],
+    buckets=(0, 1, 2, 3, 5, 10, 20, 50), registry=REGISTRY,
+)
+RETRIEVAL_TOP_SCORE = Histogram(
+    "llmops_retrieval_top_score", "Fused score of the best hit", ["collection"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=REGISTRY,
+)
+DOCUMENTS_INGESTED = Counter(
+    "llmops_documents_ingested_total", "Documents upserted", ["collection", "source"], registry=REGISTRY
+)
+SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
+SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose ``/metrics`` over HTTP on a daemon thread."""
+    start_http_server(port, addr=host, registry=REGISTRY)

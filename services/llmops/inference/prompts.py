@@ -1,0 +1,127 @@
+"""Versioned prompt templates. Each registration of a name makes a new version; a label
+(``production``) points at one version of a name and picks the default. Stored in SQLite."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmops.common.errors import InvalidArgument, NotFound
+
+FIELDS = {"question", "contexts"}
+PRODUCTION = "production"
+
+DEFAULTS = {
+    "chat": (
+        "You are a helpful assistant. Answer clearly and concisely.",
+        "{question}",
+    ),
+    "rag": (
+        "You are a helpful assistant for Python programmers. Answer the question using only the "
+        "context below. If the context does not contain the answer, say that you do not know.",
+        "Context:\n{contexts}\n\nQuestion: {question}\nAnswer:",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: int
+    system: str
+    user: str
+    labels: tuple[str, ...] = field(default_factory=tuple)
+    created_at: str = ""
+
+    def render_user(self, question: str, contexts: list[str]) -> str:
+        joined = "\n\n".join(f"[{i + 1}] {c}" for i, c in enumerate(contexts))
+        return self.user.format(question=question, contexts=joined)
+
+
+def check_template_text(text: str, what: str) -> None:
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not a valid template: {exc}") from None
+    unknown = names - FIELDS
+    if unknown:
+        raise InvalidArgument(f"{what} uses unknown field(s) {sorted(unknown)}; allowed: {{question}}, {{contexts}}")
+
+
+class PromptRegistry:
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS prompt_templates (name TEXT NOT NULL, version INTEGER NOT NULL, "
+                "system TEXT NOT NULL, user TEXT NOT NULL, labels TEXT NOT NULL, created_at TEXT NOT NULL, "
+                "PRIMARY KEY (name, version))"
+            )
+        for name, (system, user) in DEFAULTS.items():
+            if not self.list(name):
+                self.register(name, system, user, [PRODUCTION])
+
+    def register(self, name: str, system: str, user: str, labels: list[str] | None = None) -> PromptTemplate:
+        if not name or not all(c.isalnum() or c in "_-." for c in name):
+            raise InvalidArgument(f"template name {name!r} must be non-empty: letters, digits, '_', '-', '.'")
+        if not user.strip():
+            raise InvalidArgument("template `user` text is empty")
+        check_template_text(system, "`system`")
+        check_template_text(user, "`user`")
+        labels = sorted(set(labels or []))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = (self._db.execute("SELECT MAX(version) FROM prompt_templates WHERE name=?",
+                                            (name,)).fetchone()[0] or 0) + 1
+                for label in labels:  # a label names one version: move it here
+                    for v, raw in self._db.execute(
+                            "SELECT version, labels FROM prompt_templates WHERE name=?", (name,)).fetchall():
+                        old = json.loads(raw)
+                        if label in old:
+                            old.remove(label)
+                            self._db.execute("UPDATE prompt_templates SET labels=? WHERE name=? AND version=?",
+                                             (json.dumps(old), name, v))
+                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                self._db.execute("INSERT INTO prompt_templates VALUES (?,?,?,?,?,?)",
+                                 (name, version, system, user, json.dumps(labels), created))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return PromptTemplate(name, version, system, user, tuple(labels), created)
+
+    def list(self, name: str = "") -> list[PromptTemplate]:
+        sql = "SELECT name, version, system, user, labels, created_at FROM prompt_templates"
+        args: tuple = ()
+        if name:
+            sql += " WHERE name=?"
+            args = (name,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY name, version", args).fetchall()
+        return [PromptTemplate(n, v, s, u, tuple(json.loads(lb)), c) for n, v, s, u, lb, c in rows]
+
+    def resolve(self, name: str, version: int | None = None) -> PromptTemplate:
+        versions = self.list(name)
+        if not versions:
+            known = sorted({t.name for t in self.list()})
+            raise NotFound(f"prompt template {name!r} not found; known templates: {', '.join(known)}")
+        if version is None:
+            for t in versions:
+                if PRODUCTION in t.labels:
+                    return t
+            return versions[-1]
+        for t in versions:
+            if t.version == version:
+                return t
+        raise NotFound(f"prompt template {name!r} has no version {version}; versions: "
+                       f"{', '.join(str(t.version) for t in versions)}")

@@ -1,0 +1,1 @@
+"""Retrieval service: chunking, embeddings and hybrid search over a vector store."""

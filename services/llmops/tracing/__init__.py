@@ -1,0 +1,1 @@
+"""Tracing service: consumes spans, completions, scores and feedback into the trace store."""

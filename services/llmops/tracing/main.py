@@ -1,0 +1,45 @@
+"""Composition root of the tracing service."""
+from __future__ import annotations
+
+import asyncio
+
+from llmops.common.bus import DeadLetterQueue, EventBus
+from llmops.common.runtime import ServiceParts
+from llmops.common.settings import Settings
+from llmops.common.stream import batch_agent, make_app, run_worker
+from llmops.common.topics import ensure_topics
+from llmops.tracing.api import TracingServicer
+from llmops.tracing.ingest import TraceIngestor
+from llmops.tracing.store import SqlTraceStore
+from llmops.v1 import tracing_pb2, tracing_pb2_grpc
+
+
+async def build(settings: Settings) -> ServiceParts:
+    store = await asyncio.to_thread(SqlTraceStore, settings.trace_db_url)
+    bus = EventBus(settings)
+    app = make_app(settings, "tracing")
+    ingestor = TraceIngestor(store, settings.topic_prefix)
+    batch_agent(app, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, app.conf.id),
+                name="ingest_traces", max_batch=1000, within_s=0.05)
+    servicer = TracingServicer(store, bus, settings.topic_prefix)
+    parts = ServiceParts(
+        register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),
+        service_names=[tracing_pb2.DESCRIPTOR.services_by_name["TracingService"].full_name],
+        start=None, stop=None,
+    )
+    worker = None
+
+    async def start() -> None:
+        nonlocal worker
+        await ensure_topics(settings)
+        await bus.start()
+        worker = await run_worker(app, parts.ready)
+
+    async def stop() -> None:
+        if worker is not None:
+            await worker.stop()
+        await bus.stop()
+        store.close()
+
+    parts.start, parts.stop = start, stop
+    return parts

@@ -1,0 +1,73 @@
+"""The trace store's tables (SQLAlchemy Core). Migrations in ``migrations/`` create them; this
+module is what queries are written against. Times are integer microseconds since the epoch, the
+same in SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+traces = Table(
+    "traces", metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("start_us", BigInteger, nullable=False),
+    Column("end_us", BigInteger, nullable=False),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("model", String(200), nullable=False, default=""),
+    Column("session_id", String(200), nullable=False, default=""),
+    Column("user_id", String(200), nullable=False, default=""),
+    Column("prompt", Text, nullable=False, default=""),
+    Column("answer", Text, nullable=False, default=""),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("prompt_template", String(200), nullable=False, default=""),
+    Column("prompt_version", Integer, nullable=False, default=0),
+    Column("finish_reason", String(50), nullable=False, default=""),
+    Column("metadata_json", Text, nullable=False, default="{}"),
+    Column("status", Integer, nullable=False, default=0),
+    Column("span_count", Integer, nullable=False, default=0),
+    Column("has_completion", Integer, nullable=False, default=0),
+    Column("completion_pb", Text, nullable=False, default=""),  # base64 CompletionEvent (contexts etc.)
+)
+Index("ix_traces_start", traces.c.start_us)
+Index("ix_traces_session", traces.c.session_id, traces.c.start_us)
+Index("ix_traces_user", traces.c.user_id, traces.c.start_us)
+Index("ix_traces_model", traces.c.model, traces.c.start_us)
+
+spans = Table(
+    "spans", metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_span_id", String(16), nullable=False, default=""),
+    Column("name", String(200), nullable=False),
+    Column("service", String(100), nullable=False, default=""),
+    Column("start_us", BigInteger, nullable=False),
+    Column("end_us", BigInteger, nullable=False),
+    Column("status", Integer, nullable=False, default=0),
+    Column("status_message", Text, nullable=False, default=""),
+    Column("attributes_json", Text, nullable=False, default="{}"),
+)
+
+scores = Table(
+    "scores", metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("evaluator", String(200), primary_key=True),
+    Column("version", String(50), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("explanation", Text, nullable=False, default=""),
+    Column("status", Integer, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("trace_id", String(32), nullable=False),
+    Column("name", String(200), nullable=False, default="user"),
+    Column("score", Float, nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("user_id", String(200), nullable=False, default=""),
+    Column("created_us", BigInteger, nullable=False),
+)
+Index("ix_feedback_trace", feedback.c.trace_id)

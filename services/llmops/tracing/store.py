@@ -1,0 +1,302 @@
+"""The trace store: one SQLAlchemy implementation for SQLite (default) and PostgreSQL.
+
+Every write is idempotent on its natural key (span: (trace_id, span_id); completion: trace_id;
+score: (trace_id, evaluator, version, name); feedback: id), so a Kafka redelivery or a replay
+never duplicates data. The schema is owned by Alembic migrations (``migrations/``).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from alembic import command
+from alembic.config import Config
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import and_, create_engine, event, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from llmops.tracing import schema as t
+from llmops.v1 import common_pb2, events_pb2, tracing_pb2
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def ts_to_us(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def us_to_ts(us: int) -> Timestamp:
+    out = Timestamp()
+    out.seconds, rem = divmod(int(us), 1_000_000)
+    out.nanos = rem * 1000
+    return out
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    start_us: int = 0
+    end_us: int = 0
+    session_id: str = ""
+    user_id: str = ""
+    model: str = ""
+    page_size: int = 50
+    page_token: str = ""
+
+
+class InvalidPageToken(ValueError):
+    pass
+
+
+class TraceStore(Protocol):
+    def write_spans(self, spans: list[events_pb2.SpanEvent]) -> int: ...
+    def write_completions(self, completions: list[events_pb2.CompletionEvent]) -> int: ...
+    def write_scores(self, scores: list[events_pb2.ScoreEvent]) -> int: ...
+    def write_feedback(self, items: list[common_pb2.Feedback]) -> int: ...
+    def get_trace(self, trace_id: str) -> tracing_pb2.Trace | None: ...
+    def trace_exists(self, trace_id: str) -> bool: ...
+    def list_traces(self, query: TraceQuery) -> tuple[list[tracing_pb2.TraceSummary], str]: ...
+    def close(self) -> None: ...
+
+
+def encode_page_token(start_us: int, trace_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{start_us}:{trace_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[int, str]:
+    try:
+        start, tid = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        return int(start), tid
+    except Exception:
+        raise InvalidPageToken(f"page_token {token[:40]!r} is not one this server issued") from None
+
+
+def migrate(engine: Engine) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class SqlTraceStore:
+    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._insert = sqlite.insert
+            self._least, self._greatest = func.min, func.max
+        else:
+            self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            self._insert = postgresql.insert
+            self._least, self._greatest = func.least, func.greatest
+        if run_migrations:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def write_spans(self, spans: list[events_pb2.SpanEvent]) -> int:
+        if not spans:
+            return 0
+        rows = [{
+            "trace_id": s.trace_id, "span_id": s.span_id, "parent_span_id": s.parent_span_id,
+            "name": s.name, "service": s.service, "start_us": ts_to_us(s.start_time),
+            "end_us": ts_to_us(s.end_time), "status": int(s.status), "status_message": s.status_message,
+            "attributes_json": json.dumps(dict(s.attributes), ensure_ascii=False),
+        } for s in spans]
+        by_trace: dict[str, dict] = {}
+        for r in rows:
+            agg = by_trace.setdefault(r["trace_id"], {"trace_id": r["trace_id"], "start_us": r["start_us"],
+                                                       "end_us": r["end_us"], "status": 0})
+            agg["start_us"] = min(agg["start_us"], r["start_us"])
+            agg["end_us"] = max(agg["end_us"], r["end_us"])
+            agg["status"] = max(agg["status"], r["status"])
+        with self.engine.begin() as conn:
+            ins = self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
+            conn.execute(ins, rows)
+            self._upsert_trace_bounds(conn, list(by_trace.values()))
+        return len(rows)
+
+    def _upsert_trace_bounds(self, conn, aggs: list[dict]) -> None:
+        ins = self._insert(t.traces)
+        ex = ins.excluded
+        stmt = ins.on_conflict_do_update(
+            index_elements=["trace_id"],
+            set_={
+                "start_us": self._least(t.traces.c.start_us, ex.start_us),
+                "end_us": self._greatest(t.traces.c.end_us, ex.end_us),
+                "status": self._greatest(t.traces.c.status, ex.status),
+            },
+        )
+        conn.execute(stmt, aggs)
+        # span_count is derived, so a redelivered span cannot inflate it
+        ids = [a["trace_id"] for a in aggs]
+        counts = select(func.count()).where(t.spans.c.trace_id == t.traces.c.trace_id).scalar_subquery()
+        conn.execute(t.traces.update().where(t.traces.c.trace_id.in_(ids)).values(span_count=counts))
+
+    def write_completions(self, completions: list[events_pb2.CompletionEvent]) -> int:
+        if not completions:
+            return 0
+        rows = []
+        for c in completions:
+            end = ts_to_us(c.timestamp)
+            rows.append({
+                "trace_id": c.trace_id, "start_us": end - int(c.latency_ms * 1000), "end_us": end,
+                "latency_ms": c.latency_ms, "model": c.model, "session_id": c.session_id,
+                "user_id": c.user_id, "prompt": c.prompt, "answer": c.answer,
+                "prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens,
+                "prompt_template": c.prompt_template, "prompt_version": c.prompt_version,
+                "finish_reason": c.finish_reason,
+                "metadata_json": json.dumps(dict(c.metadata), ensure_ascii=False),
+                "has_completion": 1, "completion_pb": base64.b64encode(c.SerializeToString()).decode(),
+            })
+        ins = self._insert(t.traces)
+        ex = ins.excluded
+        update = {k: getattr(ex, k) for k in rows[0] if k not in ("trace_id", "start_us", "end_us")}
+        update["start_us"] = self._least(t.traces.c.start_us, ex.start_us)
+        update["end_us"] = self._greatest(t.traces.c.end_us, ex.end_us)
+        with self.engine.begin() as conn:
+            conn.execute(ins.on_conflict_do_update(index_elements=["trace_id"], set_=update), rows)
+        return len(rows)
+
+    def write_scores(self, items: list[events_pb2.ScoreEvent]) -> int:
+        if not items:
+            return 0
+        rows = [{
+            "trace_id": e.trace_id, "evaluator": e.score.evaluator, "version": e.score.version,
+            "name": e.score.name, "value": e.score.value, "explanation": e.score.explanation,
+            "status": int(e.score.status),
+            "created_us": ts_to_us(e.score.created_at) if e.score.HasField("created_at") else now_us(),
+        } for e in items]
+        ins = self._insert(t.scores)
+        ex = ins.excluded
+        stmt = ins.on_conflict_do_update(
+            index_elements=["trace_id", "evaluator", "version", "name"],
+            set_={"value": ex.value, "explanation": ex.explanation, "status": ex.status, "created_us": ex.created_us},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+        return len(rows)
+
+    def write_feedback(self, items: list[common_pb2.Feedback]) -> int:
+        if not items:
+            return 0
+        rows = [{
+            "id": f.id, "trace_id": f.trace_id, "name": f.name or "user", "score": f.score,
+            "comment": f.comment, "user_id": f.user_id,
+            "created_us": ts_to_us(f.created_at) if f.HasField("created_at") else now_us(),
+        } for f in items]
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(t.feedback).on_conflict_do_nothing(index_elements=["id"]), rows)
+        return len(rows)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def trace_exists(self, trace_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.traces.c.trace_id).where(t.traces.c.trace_id == trace_id)).first() is not None
+
+    def get_trace(self, trace_id: str) -> tracing_pb2.Trace | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.traces).where(t.traces.c.trace_id == trace_id)).mappings().first()
+            if row is None:
+                return None
+            span_rows = conn.execute(
+                select(t.spans).where(t.spans.c.trace_id == trace_id).order_by(t.spans.c.start_us, t.spans.c.span_id)
+            ).mappings().all()
+            score_rows = conn.execute(
+                select(t.scores).where(t.scores.c.trace_id == trace_id).order_by(t.scores.c.name, t.scores.c.evaluator)
+            ).mappings().all()
+            fb_rows = conn.execute(
+                select(t.feedback).where(t.feedback.c.trace_id == trace_id).order_by(t.feedback.c.created_us)
+            ).mappings().all()
+        trace = tracing_pb2.Trace(trace_id=trace_id, summary=_summary(row))
+        for s in span_rows:
+            trace.spans.add(
+                trace_id=s["trace_id"], span_id=s["span_id"], parent_span_id=s["parent_span_id"], name=s["name"],
+                start_time=us_to_ts(s["start_us"]), end_time=us_to_ts(s["end_us"]),
+                attributes=json.loads(s["attributes_json"] or "{}"), status=s["status"],
+                status_message=s["status_message"], service=s["service"],
+            )
+        for sc in score_rows:
+            trace.scores.add(name=sc["name"], value=sc["value"], evaluator=sc["evaluator"], version=sc["version"],
+                             explanation=sc["explanation"], status=sc["status"], created_at=us_to_ts(sc["created_us"]))
+        for f in fb_rows:
+            trace.feedback.add(id=f["id"], trace_id=f["trace_id"], score=f["score"], comment=f["comment"],
+                               user_id=f["user_id"], created_at=us_to_ts(f["created_us"]), name=f["name"])
+        return trace
+
+    def completion(self, trace_id: str) -> events_pb2.CompletionEvent | None:
+        with self.engine.connect() as conn:
+            raw = conn.execute(select(t.traces.c.completion_pb).where(t.traces.c.trace_id == trace_id)).scalar()
+        if not raw:
+            return None
+        return events_pb2.CompletionEvent.FromString(base64.b64decode(raw))
+
+    def list_traces(self, q: TraceQuery) -> tuple[list[tracing_pb2.TraceSummary], str]:
+        conds = []
+        if q.start_us:
+            conds.append(t.traces.c.start_us >= q.start_us)
+        if q.end_us:
+            conds.append(t.traces.c.start_us < q.end_us)
+        for col, value in (("session_id", q.session_id), ("user_id", q.user_id), ("model", q.model)):
+            if value:
+                conds.append(t.traces.c[col] == value)
+        if q.page_token:
+            start, tid = decode_page_token(q.page_token)
+            conds.append(or_(t.traces.c.start_us < start, and_(t.traces.c.start_us == start, t.traces.c.trace_id < tid)))
+        stmt = (select(t.traces).where(and_(True, *conds))
+                .order_by(t.traces.c.start_us.desc(), t.traces.c.trace_id.desc()).limit(q.page_size + 1))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        page, more = rows[: q.page_size], len(rows) > q.page_size
+        token = encode_page_token(page[-1]["start_us"], page[-1]["trace_id"]) if more and page else ""
+        return [_summary(r) for r in page], token
+
+    def count_spans(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.spans)).scalar() or 0)
+
+
+def _summary(row) -> tracing_pb2.TraceSummary:
+    return tracing_pb2.TraceSummary(
+        trace_id=row["trace_id"], start_time=us_to_ts(row["start_us"]), latency_ms=row["latency_ms"] or
+        (row["end_us"] - row["start_us"]) / 1000.0, model=row["model"], session_id=row["session_id"],
+        user_id=row["user_id"], prompt=row["prompt"], answer=row["answer"],
+        usage=common_pb2.Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+                               total_tokens=row["prompt_tokens"] + row["completion_tokens"]),
+        prompt_template=row["prompt_template"], prompt_version=row["prompt_version"],
+        finish_reason=row["finish_reason"], span_count=row["span_count"],
+        metadata=json.loads(row["metadata_json"] or "{}"), status=row["status"],
+    )
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def open_trace_store(url: str) -> SqlTraceStore:
+    return SqlTraceStore(url)
+
+
+def iter_chunks(items: list, n: int) -> Iterable[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

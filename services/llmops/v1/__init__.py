@@ -1,0 +1,1 @@
+"""Generated from protos/llmops/v1 by `make proto`. Do not edit by hand."""

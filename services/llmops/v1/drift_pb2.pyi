@@ -1,0 +1,77 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from llmops.v1 import events_pb2 as _events_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MonitorStatus(_message.Message):
+    __slots__ = ("monitor", "reference_id", "reference_size", "recent_windows", "consecutive_drifted", "last_retrain_at")
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RECENT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_RETRAIN_AT_FIELD_NUMBER: _ClassVar[int]
+    monitor: str
+    reference_id: str
+    reference_size: int
+    recent_windows: _containers.RepeatedCompositeFieldContainer[_events_pb2.DriftReportEvent]
+    consecutive_drifted: int
+    last_retrain_at: _timestamp_pb2.Timestamp
+    def __init__(self, monitor: _Optional[str] = ..., reference_id: _Optional[str] = ..., reference_size: _Optional[int] = ..., recent_windows: _Optional[_Iterable[_Union[_events_pb2.DriftReportEvent, _Mapping]]] = ..., consecutive_drifted: _Optional[int] = ..., last_retrain_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ("monitor",)
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    monitor: str
+    def __init__(self, monitor: _Optional[str] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("monitors",)
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
+    monitors: _containers.RepeatedCompositeFieldContainer[MonitorStatus]
+    def __init__(self, monitors: _Optional[_Iterable[_Union[MonitorStatus, _Mapping]]] = ...) -> None: ...
+
+class SetReferenceRequest(_message.Message):
+    __slots__ = ("monitor", "start_time", "end_time", "first_n")
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_N_FIELD_NUMBER: _ClassVar[int]
+    monitor: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    first_n: int
+    def __init__(self, monitor: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_n: _Optional[int] = ...) -> None: ...
+
+class SetReferenceResponse(_message.Message):
+    __slots__ = ("reference_id", "size")
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    reference_id: str
+    size: int
+    def __init__(self, reference_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ListRetrainEventsRequest(_message.Message):
+    __slots__ = ("monitor", "page_size", "page_token")
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    monitor: str
+    page_size: int
+    page_token: str
+    def __init__(self, monitor: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRetrainEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_events_pb2.RetrainEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.RetrainEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

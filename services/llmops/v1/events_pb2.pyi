@@ -1,0 +1,196 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from llmops.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SpanEvent(_message.Message):
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "name", "start_time", "end_time", "attributes", "status", "status_message", "service")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    attributes: _containers.ScalarMap[str, str]
+    status: _common_pb2.SpanStatus
+    status_message: str
+    service: str
+    def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ..., status_message: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class CompletionEvent(_message.Message):
+    __slots__ = ("trace_id", "timestamp", "model", "prompt", "contexts", "answer", "usage", "latency_ms", "prompt_template", "prompt_version", "session_id", "user_id", "metadata", "finish_reason", "rendered_prompt", "retrieval_top_score")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    RENDERED_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_TOP_SCORE_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    timestamp: _timestamp_pb2.Timestamp
+    model: str
+    prompt: str
+    contexts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Context]
+    answer: str
+    usage: _common_pb2.Usage
+    latency_ms: float
+    prompt_template: str
+    prompt_version: int
+    session_id: str
+    user_id: str
+    metadata: _containers.ScalarMap[str, str]
+    finish_reason: str
+    rendered_prompt: str
+    retrieval_top_score: float
+    def __init__(self, trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., contexts: _Optional[_Iterable[_Union[_common_pb2.Context, _Mapping]]] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., finish_reason: _Optional[str] = ..., rendered_prompt: _Optional[str] = ..., retrieval_top_score: _Optional[float] = ...) -> None: ...
+
+class ScoreEvent(_message.Message):
+    __slots__ = ("trace_id", "score", "span_id")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    score: _common_pb2.Score
+    span_id: str
+    def __init__(self, trace_id: _Optional[str] = ..., score: _Optional[_Union[_common_pb2.Score, _Mapping]] = ..., span_id: _Optional[str] = ...) -> None: ...
+
+class FeedbackEvent(_message.Message):
+    __slots__ = ("trace_id", "feedback")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    feedback: _common_pb2.Feedback
+    def __init__(self, trace_id: _Optional[str] = ..., feedback: _Optional[_Union[_common_pb2.Feedback, _Mapping]] = ...) -> None: ...
+
+class DocumentEvent(_message.Message):
+    __slots__ = ("id", "text", "collection", "metadata", "deleted")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    collection: str
+    metadata: _containers.ScalarMap[str, str]
+    deleted: bool
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., collection: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., deleted: bool = ...) -> None: ...
+
+class DriftReportEvent(_message.Message):
+    __slots__ = ("monitor", "report_id", "window_start", "window_end", "window_size", "reference_id", "drift_detected", "drift_share", "features", "report_path")
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_DETECTED_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REPORT_PATH_FIELD_NUMBER: _ClassVar[int]
+    monitor: str
+    report_id: str
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    window_size: int
+    reference_id: str
+    drift_detected: bool
+    drift_share: float
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    report_path: str
+    def __init__(self, monitor: _Optional[str] = ..., report_id: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_size: _Optional[int] = ..., reference_id: _Optional[str] = ..., drift_detected: bool = ..., drift_share: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., report_path: _Optional[str] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "drifted", "statistic", "p_value", "method", "threshold")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    drifted: bool
+    statistic: float
+    p_value: float
+    method: str
+    threshold: float
+    def __init__(self, feature: _Optional[str] = ..., drifted: bool = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., method: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class Window(_message.Message):
+    __slots__ = ("start", "end", "count")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    count: int
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class RetrainEvent(_message.Message):
+    __slots__ = ("id", "monitor", "reason", "evidence", "window", "trace_ids", "reference_id", "low_score_trace_ids", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TRACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOW_SCORE_TRACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    monitor: str
+    reason: str
+    evidence: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    window: Window
+    trace_ids: _containers.RepeatedScalarFieldContainer[str]
+    reference_id: str
+    low_score_trace_ids: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference_id: _Optional[str] = ..., low_score_trace_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
