@@ -48,7 +48,7 @@ def chunk_text(text: str, size: int = 800, overlap: int = 120) -> list[Chunk]:
         return [Chunk(0, text, 0)]
     chunks: list[Chunk] = []
     cur, cur_start = "", 0
-    for start, piece in _pieces(text, size - overlap):
+    for start, piece in _pieces(text, size - overlap - 1):  # room for the overlap and a space
         candidate = f"{cur}\n\n{piece}" if cur else piece
         if cur and len(candidate) > size:
             chunks.append(Chunk(len(chunks), cur, cur_start))

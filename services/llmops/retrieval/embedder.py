@@ -27,7 +27,7 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(model_path, device="cpu", local_files_only=True)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self.name = os.path.basename(model_path.rstrip("/"))

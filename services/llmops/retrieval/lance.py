@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import lancedb
+from lancedb.index import FTS
 import numpy as np
 import pyarrow as pa
 
@@ -108,7 +109,7 @@ class LanceVectorStore:
         if collection in self._fts_dirty:
             with self._lock:
                 if collection in self._fts_dirty:
-                    tbl.create_fts_index("text", replace=True)
+                    tbl.create_index("text", config=FTS(), replace=True)
                     self._fts_dirty.discard(collection)
 
     def search(self, collection: str, query: str, vector: np.ndarray | None, alpha: float, k: int,

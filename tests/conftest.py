@@ -1,0 +1,65 @@
+import asyncio
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """A real Kafka-protocol broker (the embedded Tansu) for the whole session, or the broker
+    named by LLMOPS_TEST_KAFKA_BOOTSTRAP (e.g. a real Apache Kafka)."""
+    external = os.environ.get("LLMOPS_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from llmops.common.broker import EmbeddedBroker
+    from tests.support import free_port
+
+    broker = EmbeddedBroker(free_port())
+    asyncio.run(broker.start())
+    yield broker.bootstrap
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from llmops.common.settings import packaged_embedder
+    from llmops.retrieval.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(packaged_embedder())
+
+
+@pytest.fixture(scope="session")
+def llama():
+    from llmops.common.settings import packaged_gguf
+    from llmops.inference.backends.llama_cpp import LlamaCppBackend
+
+    return LlamaCppBackend(packaged_gguf(), "smollm2-135m-instruct", n_ctx=2048, n_threads=2)
+
+
+POSTGRES_URL = os.environ.get("LLMOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh schema in the machine's PostgreSQL for each test; dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"llmops_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required for this test: {exc}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

@@ -1,0 +1,113 @@
+"""The trace store contract, against real SQLite and the machine's real PostgreSQL."""
+import time
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llmops.tracing.store import InvalidPageToken, SqlTraceStore, TraceQuery
+from llmops.v1 import common_pb2, events_pb2
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SqlTraceStore(f"sqlite:///{tmp_path}/traces.db")
+    else:
+        s = SqlTraceStore(request.getfixturevalue("postgres_url"))
+    yield s
+    s.close()
+
+
+def ts(us):
+    t = Timestamp()
+    t.FromMicroseconds(us)
+    return t
+
+
+def span(trace, sid, name, start, end, parent=""):
+    return events_pb2.SpanEvent(trace_id=trace, span_id=sid, parent_span_id=parent, name=name, service="inference",
+                                start_time=ts(start), end_time=ts(end), attributes={"k": name},
+                                status=common_pb2.SPAN_STATUS_OK)
+
+
+def completion(trace, end_us, model="m1", session="s1", user="u1", latency_ms=10.0):
+    c = events_pb2.CompletionEvent(trace_id=trace, model=model, prompt="q", answer="a", latency_ms=latency_ms,
+                                   session_id=session, user_id=user, prompt_template="rag", prompt_version=2,
+                                   usage=common_pb2.Usage(prompt_tokens=5, completion_tokens=7),
+                                   contexts=[common_pb2.Context(id="d#0", document_id="d", text="ctx")])
+    c.timestamp.CopyFrom(ts(end_us))
+    return c
+
+
+T1 = "1" * 32
+
+
+def test_redelivered_spans_are_stored_once(store):
+    spans = [span(T1, f"{i:016x}", f"s{i}", 1_000_000 + i, 2_000_000 + i) for i in range(5)]
+    store.write_spans(spans)
+    store.write_spans(spans)          # a redelivery
+    store.write_spans(spans[:2])      # a partial replay
+    trace = store.get_trace(T1)
+    assert len(trace.spans) == 5 and trace.summary.span_count == 5
+    assert store.count_spans() == 5
+    assert trace.spans[0].attributes["k"] == "s0"
+
+
+def test_completion_and_spans_merge_in_either_order(store):
+    store.write_completions([completion(T1, 3_000_000)])
+    store.write_spans([span(T1, "a" * 16, "generate", 2_990_000, 3_000_000)])
+    store.write_completions([completion(T1, 3_000_000)])  # redelivered
+    t = store.get_trace(T1)
+    assert t.summary.model == "m1" and t.summary.usage.completion_tokens == 7 and t.summary.prompt_version == 2
+    assert t.summary.span_count == 1 and len(t.spans) == 1
+    assert store.completion(T1).contexts[0].text == "ctx"
+
+
+def test_scores_and_feedback_are_idempotent(store):
+    store.write_spans([span(T1, "a" * 16, "generate", 1, 2)])
+    sc = events_pb2.ScoreEvent(trace_id=T1, score=common_pb2.Score(name="faithfulness", value=0.5,
+                                                                   evaluator="rag.cheap", version="1"))
+    store.write_scores([sc, sc])
+    sc.score.value = 0.9
+    store.write_scores([sc])          # a re-score replaces, never duplicates
+    fb = common_pb2.Feedback(id="f1", trace_id=T1, score=1.0, comment="good")
+    store.write_feedback([fb, fb])
+    t = store.get_trace(T1)
+    assert [(s.name, s.value) for s in t.scores] == [("faithfulness", 0.9)]
+    assert [(f.id, f.comment) for f in t.feedback] == [("f1", "good")]
+
+
+def test_list_filters_and_paginates_newest_first(store):
+    base = int(time.time() * 1e6)
+    for i in range(25):
+        tid = f"{i:032x}"
+        store.write_completions([completion(tid, base + i * 1000, model="m1" if i % 2 else "m2",
+                                            session=f"s{i % 3}", user="u")])
+    page, token = store.list_traces(TraceQuery(page_size=10))
+    assert [p.trace_id for p in page] == [f"{i:032x}" for i in range(24, 14, -1)]
+    seen = [p.trace_id for p in page]
+    while token:
+        page, token = store.list_traces(TraceQuery(page_size=10, page_token=token))
+        seen += [p.trace_id for p in page]
+    assert len(seen) == 25 and len(set(seen)) == 25
+    m1, _ = store.list_traces(TraceQuery(model="m1", page_size=100))
+    assert len(m1) == 12 and all(p.model == "m1" for p in m1)
+    s0, _ = store.list_traces(TraceQuery(session_id="s0", page_size=100))
+    assert len(s0) == 9
+    window, _ = store.list_traces(TraceQuery(start_us=base + 5 * 1000 - 10_000, end_us=base + 10 * 1000 - 10_000,
+                                             page_size=100))
+    assert sorted(p.trace_id for p in window) == [f"{i:032x}" for i in range(5, 10)]
+    with pytest.raises(InvalidPageToken):
+        store.list_traces(TraceQuery(page_token="not-a-token"))
+
+
+def test_unknown_trace_is_none(store):
+    assert store.get_trace("f" * 32) is None and not store.trace_exists("f" * 32)
+
+
+def test_migrations_are_rerunnable(store):
+    from llmops.tracing.store import migrate
+
+    migrate(store.engine)  # already at head: a no-op, not an error
+    store.write_spans([span(T1, "a" * 16, "x", 1, 2)])
+    assert store.trace_exists(T1)

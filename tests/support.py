@@ -1,0 +1,143 @@
+"""Helpers shared by the integration and e2e tests: free ports, settings, Kafka I/O, and a
+service run in-process on its own thread exactly as ``llmops serve`` runs it."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmops.common.settings import SERVICES, Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_settings(data_dir: Path, bootstrap: str, **overrides) -> Settings:
+    """Settings with free ports and a topic prefix of their own, so tests never share topics."""
+    ports = {}
+    for svc in SERVICES:
+        ports[f"{svc}_port"] = free_port()
+        ports[f"{svc}_metrics_port"] = free_port()
+    values = dict(data_dir=data_dir, kafka_bootstrap=bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+                  topic_partitions=1, **ports)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The same settings as LLMOPS_* variables, for subprocesses."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(s, name)
+        if value not in ("", None):
+            env[f"LLMOPS_{name.upper()}"] = str(value)
+    return env
+
+
+async def _produce(bootstrap: str, topic: str, items) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    await p.start()
+    try:
+        for key, value, headers in items:
+            await p.send_and_wait(topic, value, key=key, headers=headers or [])
+    finally:
+        await p.stop()
+
+
+def produce(bootstrap: str, topic: str, items) -> None:
+    """items: (key bytes, value bytes, headers list)."""
+    asyncio.run(_produce(bootstrap, topic, items))
+
+
+async def _consume(bootstrap: str, topic: str, want: int, timeout_s: float):
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                         enable_auto_commit=False, group_id=None)
+    await c.start()
+    out = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < want and time.monotonic() < deadline:
+            batch = await c.getmany(timeout_ms=300)
+            for msgs in batch.values():
+                out.extend(msgs)
+    finally:
+        await c.stop()
+    return out
+
+
+def consume(bootstrap: str, topic: str, want: int = 1, timeout_s: float = 20.0):
+    return asyncio.run(_consume(bootstrap, topic, want, timeout_s))
+
+
+def wait_until(fn, timeout_s: float = 20.0, interval_s: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as exc:  # keep polling; report the last error on timeout
+            last = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def health(target: str) -> str:
+    with grpc.insecure_channel(target) as ch:
+        try:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+
+class ServiceThread:
+    """Runs ``run_service(name, settings, build)`` on a thread with its own event loop."""
+
+    def __init__(self, name: str, settings: Settings, build) -> None:
+        self.name, self.settings, self.build = name, settings, build
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"svc-{name}", daemon=True)
+
+    def _run(self) -> None:
+        from llmops.common.runtime import run_service
+
+        async def main():
+            self.loop = asyncio.get_running_loop()
+            self.stop_event = asyncio.Event()
+            await run_service(self.name, self.settings, self.build, self.stop_event)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self, timeout_s: float = 120.0) -> "ServiceThread":
+        self.thread.start()
+        target = self.settings.grpc_target(self.name)
+        deadline = time.monotonic() + timeout_s
+        while health(target) != "SERVING":
+            if self.error or not self.thread.is_alive():
+                raise RuntimeError(f"{self.name} failed to start: {self.error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not SERVING after {timeout_s}s")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.loop and self.stop_event:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(60)

@@ -1,0 +1,40 @@
+import pytest
+
+from llmops.common.errors import InvalidArgument, NotFound
+from llmops.inference.prompts import PRODUCTION, PromptRegistry
+
+
+@pytest.fixture
+def reg():
+    return PromptRegistry(":memory:")
+
+
+def test_defaults_are_seeded_and_labelled_production(reg):
+    assert {t.name for t in reg.list()} == {"chat", "rag"}
+    rag = reg.resolve("rag")
+    assert rag.version == 1 and PRODUCTION in rag.labels
+    assert "[1] first" in rag.render_user("q?", ["first", "second"]) and "q?" in rag.render_user("q?", [])
+
+
+def test_versions_increase_and_the_label_moves(reg):
+    v2 = reg.register("rag", "sys", "Q: {question}\nC: {contexts}", [PRODUCTION])
+    v3 = reg.register("rag", "sys", "{question}")
+    assert (v2.version, v3.version) == (2, 3)
+    assert reg.resolve("rag").version == 2          # production, not the newest
+    assert reg.resolve("rag", 3).user == "{question}"
+    labels = {t.version: t.labels for t in reg.list("rag")}
+    assert PRODUCTION not in labels[1] and PRODUCTION in labels[2]
+
+
+def test_resolve_errors_say_what_exists(reg):
+    with pytest.raises(NotFound, match="known templates: chat, rag"):
+        reg.resolve("nope")
+    with pytest.raises(NotFound, match="no version 9"):
+        reg.resolve("chat", 9)
+
+
+@pytest.mark.parametrize("user,msg", [("{question} {user_id}", "unknown field"), ("{question", "not a valid"),
+                                      ("   ", "empty")])
+def test_bad_templates_are_rejected(reg, user, msg):
+    with pytest.raises(InvalidArgument, match=msg):
+        reg.register("x", "", user)
