@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -411,15 +412,25 @@ def demo(exit_after: bool, max_new_tokens: int) -> None:
             for col in ("question", "answer", "retrieved topics", "trace id", "latency ms", "tokens in→out"):
                 table.add_column(col, overflow="fold")
             first = None
+            results = []
             for q in QUESTIONS:
                 if stop.is_set():
                     return False
                 r = client.generate(q.question, rag=True, max_new_tokens=max_new_tokens)
                 first = first or r.trace_id
-                topics = ", ".join(dict.fromkeys(c.metadata.get("topic", c.document_id) for c in r.contexts))
-                table.add_row(q.question, r.text.strip()[:400], topics, r.trace_id, f"{r.latency_ms:.0f}",
+                topics = list(dict.fromkeys(c.metadata.get("topic", c.document_id) for c in r.contexts))
+                table.add_row(q.question, r.text.strip()[:400], ", ".join(topics), r.trace_id, f"{r.latency_ms:.0f}",
                               f"{r.usage.prompt_tokens}→{r.usage.completion_tokens}")
+                results.append({"question": q.question, "expected_topics": list(q.topics), "retrieved_topics": topics,
+                                "hit": bool(set(q.topics) & set(topics)), "trace_id": r.trace_id, "answer": r.text,
+                                "latency_ms": r.latency_ms, "prompt_tokens": r.usage.prompt_tokens,
+                                "completion_tokens": r.usage.completion_tokens, "finish_reason": r.finish_reason})
             console.print(table)
+            hits = sum(r["hit"] for r in results)
+            console.print(f"retrieval found the right topic for {hits}/{len(results)} questions")
+            out = stack.settings.data_dir / "demo-results.json"
+            out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+            console.print(f"results written to {out}")
             _show_first_trace(console, client, first)
             return True
 

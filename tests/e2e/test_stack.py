@@ -1,0 +1,102 @@
+"""The whole stack, started the way `make run` starts it, driven as a client would."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from llmops.client import Client
+from llmops.common.envelope import encode
+from llmops.common.settings import Settings
+from llmops.v1 import events_pb2, inference_pb2, retrieval_pb2
+from tests.support import consume, free_port, health, make_settings, produce, settings_env, wait_until
+
+LLMOPS = [sys.executable, "-m", "llmops.cli"]
+
+
+def stack_env(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    env.update(settings_env(s))
+    env.pop("LLMOPS_KAFKA_BOOTSTRAP", None)           # the stack starts its own embedded broker…
+    env["LLMOPS_KAFKA_EMBEDDED_PORT"] = str(free_port())  # …on a port of its own
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return make_settings(tmp_path / "data", "")
+
+
+def test_make_run_demo_answers_from_the_corpus_and_exits(settings):
+    env = stack_env(settings)
+    proc = subprocess.run([*LLMOPS, "demo", "--exit-after", "--max-new-tokens", "48"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "platform up" in out and "indexed 79 documents" in out
+    results = json.loads((settings.data_dir / "demo-results.json").read_text())
+    assert len(results) == 6
+    for r in results:
+        assert len(r["trace_id"]) == 32 and r["answer"].strip() and r["completion_tokens"] > 0
+    # the contexts come from the topic that holds the answer
+    assert all(r["hit"] for r in results), [(r["question"], r["retrieved_topics"]) for r in results]
+    assert f"trace {results[0]['trace_id']} is stored with 4 spans" in out
+    assert out.rstrip().endswith("stopped")
+    for svc in ("inference", "retrieval", "tracing"):
+        assert health(settings.grpc_target(svc)) == "UNREACHABLE"
+
+
+def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
+    env = stack_env(settings)
+    kafka = f"127.0.0.1:{env['LLMOPS_KAFKA_EMBEDDED_PORT']}"
+    log = open(settings.data_dir.parent / "up.log", "w+")
+    proc = subprocess.Popen([*LLMOPS, "up"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: "running; Ctrl-C" in Path(log.name).read_text() or proc.poll() is not None,
+                   timeout_s=300, what="llmops up")
+        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+        status = subprocess.run([*LLMOPS, "status"], env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and status.stdout.count("SERVING") >= 4, status.stdout
+
+        client = Client(Settings(**{**settings.model_dump(), "kafka_bootstrap": kafka}))
+        from pydoc_data.topics import topics
+
+        docs = [retrieval_pb2.Document(id=f"pydoc:{t}", text=topics[t], metadata={"topic": t})
+                for t in ("nonlocal", "global", "assert", "lambda", "import", "while")]
+        client.upsert(docs)
+        t0 = time.monotonic()
+        r = client.generate("What does the nonlocal statement do?", rag=True, max_new_tokens=32)
+        assert r.contexts and r.contexts[0].metadata["topic"] == "nonlocal", [c.document_id for c in r.contexts]
+        trace = wait_until(lambda: (t := client.get_trace(r.trace_id)) and len(t.spans) == 4 and t,
+                           timeout_s=10, what="GetTrace to show the request's spans")
+        assert time.monotonic() - t0 < r.latency_ms / 1000 + 10
+        assert {s.name for s in trace.spans} == {"generate", "retrieval", "prompt", "generation"}
+
+        with pytest.raises(grpc.RpcError) as info:
+            client.inference.Generate(inference_pb2.GenerateRequest(prompt=""), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # an undecodable message is parked on the DLQ and the consumer keeps going
+        produce(kafka, settings.topic("spans"), [(b"junk", b"\xffnot a span", [])])
+        r2 = client.generate("Say ok.", max_new_tokens=4)
+        wait_until(lambda: len(client.get_trace(r2.trace_id).spans) == 3, timeout_s=15, what="spans after junk")
+        dlq = consume(kafka, settings.topic("dlq"), want=1)
+        assert dlq and dict(dlq[0].headers)["dlq-reason"].startswith(b"not a valid llmops.v1.SpanEvent")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    text = Path(log.name).read_text()
+    assert rc == 0, text[-3000:]
+    assert text.rstrip().endswith("stopped")
+    for svc in ("inference", "retrieval", "tracing"):
+        assert health(settings.grpc_target(svc)) == "UNREACHABLE"
