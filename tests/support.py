@@ -36,12 +36,7 @@ def make_settings(data_dir: Path, bootstrap: str, **overrides) -> Settings:
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The same settings as LLMOPS_* variables, for subprocesses."""
-    env = {}
-    for name in Settings.model_fields:
-        value = getattr(s, name)
-        if value not in ("", None):
-            env[f"LLMOPS_{name.upper()}"] = str(value)
-    return env
+    return s.to_env()
 
 
 async def _produce(bootstrap: str, topic: str, items) -> None:

@@ -62,7 +62,8 @@ class Stack:
         self.procs: dict[str, ServiceProcess] = {}
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+        env.update(self.settings.to_env())
         env["LLMOPS_KAFKA_BOOTSTRAP"] = self.settings.bootstrap_servers
         env["LLMOPS_DATA_DIR"] = str(self.settings.data_dir.resolve())
         env.setdefault("HF_HUB_OFFLINE", "1")

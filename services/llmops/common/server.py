@@ -133,7 +133,7 @@ class GrpcServer:
         self.names = service_full_names
         self.server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor(service)], options=GRPC_OPTIONS,
-            maximum_concurrent_rpcs=settings.grpc_max_workers * 8,
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -6,7 +6,6 @@ Every field has a default that works on a laptop; the README's configuration tab
 from __future__ import annotations
 
 import importlib.util
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -69,18 +68,18 @@ class Settings(BaseSettings):
     )
 
     # --- ports ---------------------------------------------------------------------------
-    inference_port: int = 50051
-    retrieval_port: int = 50052
-    tracing_port: int = 50053
-    judging_port: int = 50054
-    drift_port: int = 50055
-    inference_metrics_port: int = 9101
-    retrieval_metrics_port: int = 9102
-    tracing_metrics_port: int = 9103
-    judging_metrics_port: int = 9104
-    drift_metrics_port: int = 9105
+    inference_port: int = Field(50051, description="gRPC port of InferenceService.")
+    retrieval_port: int = Field(50052, description="gRPC port of RetrievalService.")
+    tracing_port: int = Field(50053, description="gRPC port of TracingService.")
+    judging_port: int = Field(50054, description="gRPC port of JudgingService.")
+    drift_port: int = Field(50055, description="gRPC port of DriftService.")
+    inference_metrics_port: int = Field(9101, description="Prometheus /metrics port of inference.")
+    retrieval_metrics_port: int = Field(9102, description="Prometheus /metrics port of retrieval.")
+    tracing_metrics_port: int = Field(9103, description="Prometheus /metrics port of tracing.")
+    judging_metrics_port: int = Field(9104, description="Prometheus /metrics port of judging.")
+    drift_metrics_port: int = Field(9105, description="Prometheus /metrics port of drift.")
     retrieval_url: str = Field("", description="host:port of RetrievalService for inference. Empty: local.")
-    grpc_max_workers: int = Field(16, ge=1, description="Concurrent RPCs per server.")
+    grpc_max_concurrent_rpcs: int = Field(128, ge=1, description="RPCs a server runs at once; more get RESOURCE_EXHAUSTED.")
     grpc_grace_seconds: float = Field(10.0, description="Drain time on SIGTERM before in-flight RPCs are cut.")
 
     # --- inference -----------------------------------------------------------------------
@@ -158,6 +157,15 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``LLMOPS_*`` variables (for child processes); empty values are left out."""
+        out = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value not in ("", None):
+                out[f"LLMOPS_{name.upper()}"] = str(value)
+        return out
 
 
 def load_settings(**overrides) -> Settings:

@@ -60,6 +60,7 @@ def make_app(settings: Settings, service: str) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         web_enabled=False,
+        stream_buffer_maxsize=32768,       # prefetch while a batch is being written
         datadir=str(datadir),
         store="memory://",
         autodiscover=False,

@@ -119,20 +119,27 @@ class SqlTraceStore:
             "end_us": ts_to_us(s.end_time), "status": int(s.status), "status_message": s.status_message,
             "attributes_json": json.dumps(dict(s.attributes), ensure_ascii=False),
         } for s in spans]
-        by_trace: dict[str, dict] = {}
-        for r in rows:
-            agg = by_trace.setdefault(r["trace_id"], {"trace_id": r["trace_id"], "start_us": r["start_us"],
-                                                       "end_us": r["end_us"], "status": 0})
-            agg["start_us"] = min(agg["start_us"], r["start_us"])
-            agg["end_us"] = max(agg["end_us"], r["end_us"])
-            agg["status"] = max(agg["status"], r["status"])
         with self.engine.begin() as conn:
             ins = self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
-            conn.execute(ins, rows)
+            # only rows really inserted come back, so a redelivery adds nothing below
+            fresh = {(tid, sid) for tid, sid in
+                     conn.execute(ins.returning(t.spans.c.trace_id, t.spans.c.span_id), rows).all()}
+            inserted = len(fresh)
+            by_trace: dict[str, dict] = {}
+            for r in rows:
+                agg = by_trace.setdefault(r["trace_id"], {"trace_id": r["trace_id"], "start_us": r["start_us"],
+                                                           "end_us": r["end_us"], "status": 0, "span_count": 0})
+                agg["start_us"] = min(agg["start_us"], r["start_us"])
+                agg["end_us"] = max(agg["end_us"], r["end_us"])
+                agg["status"] = max(agg["status"], r["status"])
+                if (r["trace_id"], r["span_id"]) in fresh:
+                    agg["span_count"] += 1
+                    fresh.discard((r["trace_id"], r["span_id"]))  # a span repeated within a batch counts once
             self._upsert_trace_bounds(conn, list(by_trace.values()))
-        return len(rows)
+        return inserted
 
     def _upsert_trace_bounds(self, conn, aggs: list[dict]) -> None:
+        """Widen each trace's time bounds and add its newly inserted spans to ``span_count``."""
         ins = self._insert(t.traces)
         ex = ins.excluded
         stmt = ins.on_conflict_do_update(
@@ -141,13 +148,10 @@ class SqlTraceStore:
                 "start_us": self._least(t.traces.c.start_us, ex.start_us),
                 "end_us": self._greatest(t.traces.c.end_us, ex.end_us),
                 "status": self._greatest(t.traces.c.status, ex.status),
+                "span_count": t.traces.c.span_count + ex.span_count,
             },
         )
         conn.execute(stmt, aggs)
-        # span_count is derived, so a redelivered span cannot inflate it
-        ids = [a["trace_id"] for a in aggs]
-        counts = select(func.count()).where(t.spans.c.trace_id == t.traces.c.trace_id).scalar_subquery()
-        conn.execute(t.traces.update().where(t.traces.c.trace_id.in_(ids)).values(span_count=counts))
 
     def write_completions(self, completions: list[events_pb2.CompletionEvent]) -> int:
         if not completions:

@@ -1,0 +1,10 @@
+"""`make bench`: every benchmark, one after the other (they share the machine's two cores)."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench import request_path, trace_ingest  # noqa: E402
+
+if __name__ == "__main__":
+    trace_ingest.run()
+    request_path.run()
