@@ -92,7 +92,7 @@ async def _up(console, after_start=None) -> int:
         t0 = time.monotonic()
         await stack.start()
         console.print(f"[green]platform up[/] in {time.monotonic() - t0:.1f}s")
-        _print_status(console, s)
+        _print_status(console, s, await _status_rows(s))
         keep_running = True
         if after_start is not None:
             keep_running = await after_start(stack, stop)
@@ -119,28 +119,23 @@ def up() -> None:
 
 
 # -- status ------------------------------------------------------------------------------------
-def _print_status(console, s) -> bool:
-    from rich.table import Table
-
+async def _status_rows(s) -> list[tuple[str, str, str]]:
     from llmops.common.broker import kafka_answers
     from llmops.supervisor import IMPLEMENTED, health_status
 
-    async def probe():
-        rows = [("kafka", s.bootstrap_servers,
-                 "SERVING" if await kafka_answers(s.bootstrap_servers) else "UNREACHABLE")]
-        for name in ("inference", "retrieval", "tracing", "judging", "drift"):
-            status = await health_status(s.grpc_target(name), 2.0)
-            if name not in IMPLEMENTED and status == "UNREACHABLE":
-                status = "not built yet"
-            rows.append((name, s.grpc_target(name), status))
-        return rows
+    rows = [("kafka", s.bootstrap_servers, "SERVING" if await kafka_answers(s.bootstrap_servers) else "UNREACHABLE")]
+    for name in ("inference", "retrieval", "tracing", "judging", "drift"):
+        status = await health_status(s.grpc_target(name), 2.0)
+        if name not in IMPLEMENTED and status == "UNREACHABLE":
+            status = "not built yet"
+        rows.append((name, s.grpc_target(name), status))
+    return rows
 
-    rows = asyncio.run(probe()) if not _in_loop() else None
-    if rows is None:  # called from inside a running loop: run the probe on a helper thread
-        import concurrent.futures
 
-        with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            rows = ex.submit(lambda: asyncio.run(probe())).result()
+def _print_status(console, s, rows) -> bool:
+    """Print the table; True when everything that is built is SERVING."""
+    from rich.table import Table
+
     table = Table(title="llmops status")
     for col in ("component", "address", "health", "metrics"):
         table.add_column(col)
@@ -149,21 +144,14 @@ def _print_status(console, s) -> bool:
         metrics = f"http://{s.host}:{s.metrics_port(name)}/metrics" if name != "kafka" else ""
         table.add_row(name, addr, f"[{colors.get(status, 'dim')}]{status}[/]", metrics)
     console.print(table)
-    return all(st == "SERVING" for n, _, st in rows if st != "not built yet")
-
-
-def _in_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
+    return all(st == "SERVING" for _, _, st in rows if st != "not built yet")
 
 
 @main.command()
 def status() -> None:
     """Health of the broker and of every service."""
-    sys.exit(0 if _print_status(_console(), _settings()) else 1)
+    s = _settings()
+    sys.exit(0 if _print_status(_console(), s, asyncio.run(_status_rows(s))) else 1)
 
 
 # -- using it ----------------------------------------------------------------------------------

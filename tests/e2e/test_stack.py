@@ -88,6 +88,33 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         wait_until(lambda: len(client.get_trace(r2.trace_id).spans) == 3, timeout_s=15, what="spans after junk")
         dlq = consume(kafka, settings.topic("dlq"), want=1)
         assert dlq and dict(dlq[0].headers)["dlq-reason"].startswith(b"not a valid llmops.v1.SpanEvent")
+
+        # the commands a person types
+        notes = settings.data_dir.parent / "notes"
+        notes.mkdir()
+        (notes / "otters.md").write_text("# Otters\n\nSea otters hold hands while they sleep so they do not drift apart.")
+        (notes / "bees.txt").write_text("Honey bees communicate the direction of flowers with a waggle dance.")
+        cli_env = {**env, "LLMOPS_KAFKA_BOOTSTRAP": kafka}
+        ing = subprocess.run([*LLMOPS, "ingest", str(notes), "--collection", "notes"], env=cli_env,
+                             capture_output=True, text=True, timeout=120)
+        assert ing.returncode == 0 and "indexed 2 documents" in ing.stdout, ing.stdout + ing.stderr
+        gen = subprocess.run([*LLMOPS, "generate", "Why do sea otters hold hands?", "--rag", "--collection", "notes",
+                              "--top-k", "1", "--max-new-tokens", "16"], env=cli_env, capture_output=True, text=True,
+                             timeout=120)
+        assert gen.returncode == 0, gen.stdout + gen.stderr
+        assert "otters.md" in gen.stdout
+        tid = gen.stdout.split("trace ", 1)[1].split()[0]
+        shown = wait_until(lambda: (p := subprocess.run([*LLMOPS, "trace", tid], env=cli_env, capture_output=True,
+                                                        text=True, timeout=60)).returncode == 0
+                           and "generation" in p.stdout and p.stdout, timeout_s=15, what="llmops trace")
+        assert "retrieval" in shown and "Why do sea otters hold hands?" in shown
+        fb = subprocess.run([*LLMOPS, "feedback", tid, "1", "--comment", "helpful"], env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+        assert fb.returncode == 0 and "recorded" in fb.stdout
+        assert [f.comment for f in client.get_trace(tid).feedback] == ["helpful"]
+        bad = subprocess.run([*LLMOPS, "generate", "", "--no-stream"], env=cli_env, capture_output=True, text=True,
+                             timeout=60)
+        assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -117,10 +117,10 @@ def test_list_traces_filters_by_session_and_feedback_is_attached(stack):
     for i in range(3):
         r = client.generate(f"Say {i}.", max_new_tokens=3, session_id="sess-list", user_id="bob")
         ids.append(r.trace_id)
-    got = wait_until(lambda: (resp := client.tracing.ListTraces(tracing_pb2.ListTracesRequest(
-        session_id="sess-list", page_size=2), timeout=10)) and len(resp.traces) == 2 and resp,
-        what="listed traces")
-    assert got.next_page_token
+    wait_until(lambda: len(client.tracing.ListTraces(tracing_pb2.ListTracesRequest(
+        session_id="sess-list", page_size=10), timeout=10).traces) == 3, what="all three traces listed")
+    got = client.tracing.ListTraces(tracing_pb2.ListTracesRequest(session_id="sess-list", page_size=2), timeout=10)
+    assert len(got.traces) == 2 and got.next_page_token
     rest = client.tracing.ListTraces(tracing_pb2.ListTracesRequest(session_id="sess-list", page_size=2,
                                                                    page_token=got.next_page_token), timeout=10)
     assert {t.trace_id for t in list(got.traces) + list(rest.traces)} == set(ids)

@@ -25,6 +25,31 @@ class ServiceParts:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer], None], service_names: list[str],
+                    close: Callable[[], None] = lambda: None) -> ServiceParts:
+    """Parts of a service that consumes with a faust app: topics, then the bus, then the worker;
+    ready once the worker has joined its group. Stops in reverse order."""
+    from llmops.common.stream import run_worker
+    from llmops.common.topics import ensure_topics
+
+    ready = asyncio.Event()
+    worker = None
+
+    async def start() -> None:
+        nonlocal worker
+        await ensure_topics(settings)
+        await bus.start()
+        worker = await run_worker(app, ready)
+
+    async def stop() -> None:
+        if worker is not None:
+            await worker.stop()
+        await bus.stop()
+        close()
+
+    return ServiceParts(register, service_names, start, stop, ready)
+
+
 async def run_service(name: str, settings: Settings, build: Callable[[Settings], Awaitable[ServiceParts]],
                       stop_event: asyncio.Event | None = None) -> None:
     configure_logging(name, settings.log_level, settings.log_format)

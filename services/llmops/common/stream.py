@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Callable, Protocol
 
 import faust
 
@@ -35,16 +36,14 @@ class BatchConsumer(Protocol):
 
 def make_app(settings: Settings, service: str) -> faust.App:
     creds = None
+    tls = ssl.create_default_context() if settings.kafka_security_protocol in ("SSL", "SASL_SSL") else None
     if settings.kafka_security_protocol.startswith("SASL"):
         creds = faust.SASLCredentials(
             username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
-            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-            ssl_context=None if settings.kafka_security_protocol == "SASL_PLAINTEXT" else __import__("ssl").create_default_context(),
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN", ssl_context=tls,
         )
-    elif settings.kafka_security_protocol == "SSL":
-        import ssl
-
-        creds = ssl.create_default_context()
+    elif tls is not None:
+        creds = tls
     session_s = settings.kafka_session_timeout_ms / 1000
     datadir = settings.data_dir / "faust" / service
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -134,5 +133,3 @@ async def run_worker(app: faust.App, ready: asyncio.Event) -> StreamWorker:
     await worker.start()
     return worker
 
-
-OnReady = Callable[[], Awaitable[None]]

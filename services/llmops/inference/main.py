@@ -27,21 +27,20 @@ async def build(settings: Settings) -> ServiceParts:
     retrieval = GrpcRetrievalClient(settings.grpc_target("retrieval"))
     engine = InferenceEngine({backend.name: backend}, backend.name, prompts, retrieval, bus, settings.topic_prefix)
     servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens)
-    parts = ServiceParts(
-        register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s.server),
-        service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
-        start=None, stop=None,
-    )
+    ready = asyncio.Event()
 
     async def start() -> None:
         await ensure_topics(settings)
         await bus.start()
-        parts.ready.set()  # the request path needs no consumer
+        ready.set()  # the request path needs no consumer
 
     async def stop() -> None:
         await bus.stop()
         await retrieval.close()
         backend.close()
 
-    parts.start, parts.stop = start, stop
-    return parts
+    return ServiceParts(
+        register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s.server),
+        service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
+        start=start, stop=stop, ready=ready,
+    )

@@ -1,6 +1,8 @@
 """RetrievalService: protobuf in, domain call, protobuf out."""
 from __future__ import annotations
 
+import time
+
 from llmops.retrieval.retriever import DocumentIn, Retriever
 from llmops.retrieval.store import Hit
 from llmops.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
@@ -25,8 +27,6 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return retrieval_pb2.UpsertResponse(documents=n_docs, chunks=n_chunks)
 
     async def Search(self, request, context):
-        import time
-
         t0 = time.perf_counter()
         alpha = request.alpha if request.HasField("alpha") else DEFAULT_ALPHA
         collection = request.collection or self.retriever.default_collection

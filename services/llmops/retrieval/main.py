@@ -4,10 +4,9 @@ from __future__ import annotations
 import asyncio
 
 from llmops.common.bus import DeadLetterQueue, EventBus
-from llmops.common.runtime import ServiceParts
+from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
-from llmops.common.stream import batch_agent, make_app, run_worker
-from llmops.common.topics import ensure_topics
+from llmops.common.stream import batch_agent, make_app
 from llmops.retrieval.api import RetrievalServicer
 from llmops.retrieval.embedder import SentenceTransformerEmbedder
 from llmops.retrieval.ingest import DocumentIngestor
@@ -29,23 +28,9 @@ async def build(settings: Settings) -> ServiceParts:
     app = make_app(settings, "retrieval")
     batch_agent(app, [settings.topic("documents")], DocumentIngestor(retriever),
                 lambda: DeadLetterQueue(bus, app.conf.id), name="ingest_documents", max_batch=64, within_s=0.2)
-    parts = ServiceParts(
-        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(RetrievalServicer(retriever), s.server),
+    servicer = RetrievalServicer(retriever)
+    return streaming_parts(
+        settings, bus, app,
+        register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s.server),
         service_names=[retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name],
-        start=None, stop=None,  # set below
     )
-    worker = None
-
-    async def start() -> None:
-        nonlocal worker
-        await ensure_topics(settings)
-        await bus.start()
-        worker = await run_worker(app, parts.ready)
-
-    async def stop() -> None:
-        if worker is not None:
-            await worker.stop()
-        await bus.stop()
-
-    parts.start, parts.stop = start, stop
-    return parts

@@ -4,10 +4,9 @@ from __future__ import annotations
 import asyncio
 
 from llmops.common.bus import DeadLetterQueue, EventBus
-from llmops.common.runtime import ServiceParts
+from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
-from llmops.common.stream import batch_agent, make_app, run_worker
-from llmops.common.topics import ensure_topics
+from llmops.common.stream import batch_agent, make_app
 from llmops.tracing.api import TracingServicer
 from llmops.tracing.ingest import TraceIngestor
 from llmops.tracing.store import SqlTraceStore
@@ -22,24 +21,9 @@ async def build(settings: Settings) -> ServiceParts:
     batch_agent(app, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="ingest_traces", max_batch=1000, within_s=0.05)
     servicer = TracingServicer(store, bus, settings.topic_prefix)
-    parts = ServiceParts(
+    return streaming_parts(
+        settings, bus, app,
         register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),
         service_names=[tracing_pb2.DESCRIPTOR.services_by_name["TracingService"].full_name],
-        start=None, stop=None,
+        close=store.close,
     )
-    worker = None
-
-    async def start() -> None:
-        nonlocal worker
-        await ensure_topics(settings)
-        await bus.start()
-        worker = await run_worker(app, parts.ready)
-
-    async def stop() -> None:
-        if worker is not None:
-            await worker.stop()
-        await bus.stop()
-        store.close()
-
-    parts.start, parts.stop = start, stop
-    return parts

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -296,11 +296,3 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
-
-def open_trace_store(url: str) -> SqlTraceStore:
-    return SqlTraceStore(url)
-
-
-def iter_chunks(items: list, n: int) -> Iterable[list]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
