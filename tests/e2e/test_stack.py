@@ -127,3 +127,25 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
     assert text.rstrip().endswith("stopped")
     for svc in ("inference", "retrieval", "tracing"):
         assert health(settings.grpc_target(svc)) == "UNREACHABLE"
+
+
+def test_a_crashed_service_is_reported_by_name(settings):
+    env = stack_env(settings)
+    env["LLMOPS_TRACE_DB"] = str(settings.data_dir / "traces.db")
+    log = open(settings.data_dir.parent / "up.log", "w+")
+    proc = subprocess.Popen([*LLMOPS, "up"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: "running; Ctrl-C" in Path(log.name).read_text() or proc.poll() is not None,
+                   timeout_s=300, what="llmops up")
+        pid = int(Path(log.name).read_text().split("started tracing (pid ", 1)[1].split(",")[0])
+        os.kill(pid, signal.SIGKILL)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = Path(log.name).read_text()
+    assert rc == 1
+    assert "service 'tracing' crashed with exit code -9" in text
+    assert text.rstrip().endswith("stopped")  # the others were stopped, not left running
+    for svc in ("inference", "retrieval"):
+        assert health(settings.grpc_target(svc)) == "UNREACHABLE"

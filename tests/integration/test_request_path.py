@@ -253,3 +253,17 @@ def test_bad_search_and_trace_requests(stack):
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = code_of(lambda: client.tracing.ListTraces(tracing_pb2.ListTracesRequest(page_token="bogus"), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_concurrent_requests_are_safe_and_match_serial_results(stack):
+    """llama.cpp contexts are not thread-safe; the backend serialises generations. Concurrent
+    greedy requests must give exactly what the same requests give one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s, client = stack
+    prompts = [f"Write one sentence about the number {i}." for i in range(6)]
+    serial = [client.generate(p, max_new_tokens=12).text for p in prompts]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(lambda p: client.generate(p, max_new_tokens=12), prompts))
+    assert [r.text for r in concurrent] == serial
+    assert len({r.trace_id for r in concurrent}) == 6
