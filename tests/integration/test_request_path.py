@@ -267,3 +267,19 @@ def test_concurrent_requests_are_safe_and_match_serial_results(stack):
         concurrent = list(pool.map(lambda p: client.generate(p, max_new_tokens=12), prompts))
     assert [r.text for r in concurrent] == serial
     assert len({r.trace_id for r in concurrent}) == 6
+
+
+def test_a_cancelled_stream_is_traced_as_cancelled(stack):
+    s, client = stack
+    req = inference_pb2.GenerateRequest(prompt="Count from one to one hundred in words.")
+    req.parameters.max_new_tokens = 200
+    call = client.inference.GenerateStream(req, timeout=120)
+    first = next(call)
+    assert not first.final and first.token
+    call.cancel()
+    t = wait_until(lambda: (tr := client.tracing.ListTraces(tracing_pb2.ListTracesRequest(page_size=50), timeout=10))
+                   and [x for x in tr.traces if x.status == 2 and x.span_count >= 3], what="the cancelled trace")
+    trace = client.get_trace(t[0].trace_id)
+    gen = next(sp for sp in trace.spans if sp.name == "generation")
+    assert gen.status == 2 and "RequestCancelled" in gen.status_message
+    assert "completion_tokens" not in gen.attributes  # it never finished

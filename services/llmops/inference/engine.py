@@ -3,6 +3,7 @@ the ``CompletionEvent`` to the event bus (which never blocks). No gRPC types in 
 except the event protobufs that are the platform's contract."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 ROLES = {"system", "user", "assistant"}
 MAX_RETRIEVAL_TOP_K = 20
+
+
+class RequestCancelled(Exception):
+    """Recorded on the spans of a request whose client cancelled it."""
 
 
 class Publisher(Protocol):
@@ -205,6 +210,9 @@ class InferenceEngine:
                         finish_reason=gen.finish_reason, latency_ms=f"{latency_ms:.1f}")
                 self._publish_completion(req, prep, result, root.span_id)
                 yield result
+            except (GeneratorExit, asyncio.CancelledError):
+                error = RequestCancelled("the client went away before the response was complete")
+                raise
             except BaseException as exc:
                 error = exc
                 raise

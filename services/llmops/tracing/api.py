@@ -7,7 +7,7 @@ import uuid
 
 from llmops.common.errors import InvalidArgument, NotFound
 from llmops.tracing.ingest import TRACE_ID
-from llmops.tracing.store import InvalidPageToken, SqlTraceStore, TraceQuery, ts_to_us
+from llmops.tracing.store import InvalidPageToken, TraceQuery, TraceStore, ts_to_us
 from llmops.v1 import common_pb2, events_pb2, tracing_pb2, tracing_pb2_grpc
 
 MAX_PAGE = 1000
@@ -22,7 +22,7 @@ def check_trace_id(trace_id: str) -> str:
 
 
 class TracingServicer(tracing_pb2_grpc.TracingServiceServicer):
-    def __init__(self, store: SqlTraceStore, publisher, topic_prefix: str = "llmops.") -> None:
+    def __init__(self, store: TraceStore, publisher, topic_prefix: str = "llmops.") -> None:
         self.store = store
         self.publisher = publisher
         self.feedback_topic = f"{topic_prefix}feedback"
