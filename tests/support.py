@@ -34,11 +34,6 @@ def make_settings(data_dir: Path, bootstrap: str, **overrides) -> Settings:
     return Settings(**values)
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    """The same settings as LLMOPS_* variables, for subprocesses."""
-    return s.to_env()
-
-
 async def _produce(bootstrap: str, topic: str, items) -> None:
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
     await p.start()

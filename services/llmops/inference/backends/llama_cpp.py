@@ -104,7 +104,8 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self.llm.close() if hasattr(self.llm, "close") else None
+        if hasattr(self.llm, "close"):
+            self.llm.close()
 
     # -- the token loop -----------------------------------------------------------------------
     def _generate_all(self, prompt: str, params: GenerationParams) -> Generation:
