@@ -4,8 +4,8 @@ from __future__ import annotations
 import grpc
 
 from llmops.common.settings import Settings
-from llmops.v1 import (inference_pb2, inference_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc, tracing_pb2,
-                       tracing_pb2_grpc)
+from llmops.v1 import (inference_pb2, inference_pb2_grpc, judging_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc,
+                       tracing_pb2, tracing_pb2_grpc)
 
 
 class Client:
@@ -32,6 +32,10 @@ class Client:
     @property
     def tracing(self) -> tracing_pb2_grpc.TracingServiceStub:
         return tracing_pb2_grpc.TracingServiceStub(self.channel("tracing"))
+
+    @property
+    def judging(self) -> judging_pb2_grpc.JudgingServiceStub:
+        return judging_pb2_grpc.JudgingServiceStub(self.channel("judging"))
 
     def generate(self, prompt: str, *, rag: bool = False, max_new_tokens: int | None = None, model: str = "",
                  collection: str = "", top_k: int = 3, timeout: float = 300, **fields) -> inference_pb2.GenerateResponse:

@@ -13,7 +13,7 @@ import pytest
 from llmops.client import Client
 from llmops.common.envelope import encode
 from llmops.common.settings import Settings
-from llmops.v1 import events_pb2, inference_pb2, retrieval_pb2
+from llmops.v1 import events_pb2, inference_pb2, retrieval_pb2, tracing_pb2
 from tests.support import consume, free_port, health, make_settings, produce, wait_until
 
 LLMOPS = [sys.executable, "-m", "llmops.cli"]
@@ -62,7 +62,7 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
                    timeout_s=300, what="llmops up")
         assert proc.poll() is None, Path(log.name).read_text()[-3000:]
         status = subprocess.run([*LLMOPS, "status"], env=env, capture_output=True, text=True, timeout=60)
-        assert status.returncode == 0 and status.stdout.count("SERVING") >= 4, status.stdout
+        assert status.returncode == 0 and status.stdout.count("SERVING") >= 5, status.stdout
 
         client = Client(Settings(**{**settings.model_dump(), "kafka_bootstrap": kafka}))
         from pydoc_data.topics import topics
@@ -77,6 +77,13 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
                            timeout_s=10, what="GetTrace to show the request's spans")
         assert time.monotonic() - t0 < r.latency_ms / 1000 + 10
         assert {s.name for s in trace.spans} == {"generate", "retrieval", "prompt", "generation"}
+        # every completion is scored online: the cheap tier shows up on the trace within seconds
+        cheap = {"rag.faithfulness.cheap", "rag.answer_relevancy.cheap", "rag.context_relevancy.cheap",
+                 "safety.pii", "safety.prompt_injection"}
+        scored = wait_until(lambda: (t := client.get_trace(r.trace_id)) and cheap <= {x.evaluator for x in t.scores}
+                            and t, timeout_s=15, what="cheap-tier scores on the trace")
+        assert all(x.status == 1 for x in scored.scores if x.evaluator in cheap)
+        assert time.monotonic() - t0 < r.latency_ms / 1000 + 15
 
         with pytest.raises(grpc.RpcError) as info:
             client.inference.Generate(inference_pb2.GenerateRequest(prompt=""), timeout=30)
@@ -115,6 +122,37 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         bad = subprocess.run([*LLMOPS, "generate", "", "--no-stream"], env=cli_env, capture_output=True, text=True,
                              timeout=60)
         assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stdout
+
+        # offline evaluation: two runs of one dataset, stored with the traces, then compared
+        dataset = notes / "qa.jsonl"
+        dataset.write_text(
+            '{"id": "otters", "question": "Why do sea otters hold hands?", "reference": "so they do not drift apart"}\n'
+            '{"id": "bees", "question": "How do honey bees share where flowers are?", "reference": "a waggle dance"}\n')
+        for name, tokens in (("short", "6"), ("long", "32")):
+            ev = subprocess.run([*LLMOPS, "eval", str(dataset), "--name", name, "--rag", "--collection", "notes",
+                                 "--max-new-tokens", tokens], env=cli_env, capture_output=True, text=True, timeout=300)
+            assert ev.returncode == 0, ev.stdout + ev.stderr
+            assert f"run {name}" in ev.stdout and "reference.token_f1" in ev.stdout
+        again = subprocess.run([*LLMOPS, "eval", str(dataset), "--name", "short"], env=cli_env, capture_output=True,
+                               text=True, timeout=300)
+        assert again.returncode == 1 and "ALREADY_EXISTS" in again.stdout
+        listed = subprocess.run([*LLMOPS, "eval", "list"], env=cli_env, capture_output=True, text=True, timeout=60)
+        assert "short" in listed.stdout and "long" in listed.stdout
+        out_json = notes / "cmp.json"
+        cmp = subprocess.run([*LLMOPS, "eval", "compare", "short", "long", "--json", str(out_json)], env=cli_env,
+                             capture_output=True, text=True, timeout=600)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        assert "A wins" in cmp.stdout and "pairwise judge (both orders)" in cmp.stdout
+        result = json.loads(out_json.read_text())
+        assert result["same_dataset"] and result["common_items"] == 2
+        assert sum(result["pairwise"]["verdicts"][k] for k in ("A", "B", "tie")) == 2
+        f1 = next(m for m in result["metrics"] if m["evaluator"] == "reference.token_f1")
+        assert f1["wins_a"] + f1["wins_b"] + f1["ties"] == 2
+        run = client.tracing.GetEvalRun(tracing_pb2.GetEvalRunRequest(name="long"))
+        assert [i.item_id for i in run.items] == ["otters", "bees"]
+        item_trace = client.get_trace(run.items[0].trace_id)   # the item's scores are on its trace too
+        assert "reference.token_f1" in {x.evaluator for x in item_trace.scores}
+        assert item_trace.summary.metadata["llmops.eval_run"] == "long"
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -111,3 +111,55 @@ def test_migrations_are_rerunnable(store):
     migrate(store.engine)  # already at head: a no-op, not an error
     store.write_spans([span(T1, "a" * 16, "x", 1, 2)])
     assert store.trace_exists(T1)
+
+
+def score_event(trace, name, value, evaluator, status=common_pb2.SCORE_STATUS_OK):
+    return events_pb2.ScoreEvent(trace_id=trace, score=common_pb2.Score(
+        name=name, value=value, evaluator=evaluator, version="1", status=status))
+
+
+def test_list_traces_filters_by_score_and_shows_scores(store):
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    store.write_completions([completion(t, 1_000_000 + i) for i, t in enumerate((a, b, c))])
+    store.write_scores([score_event(a, "faithfulness", 0.9, "rag.faithfulness.cheap"),
+                        score_event(b, "faithfulness", 0.2, "rag.faithfulness.cheap"),
+                        score_event(b, "faithfulness", 0.8, "rag.faithfulness.llm"),
+                        score_event(c, "faithfulness", 0.1, "rag.faithfulness.cheap", common_pb2.SCORE_STATUS_ERROR)])
+
+    def ids(**kw):
+        return [s.trace_id for s in store.list_traces(TraceQuery(**kw))[0]]
+
+    assert ids(score_name="faithfulness", max_score=0.5) == [b]          # the error score never matches
+    assert ids(score_name="faithfulness", min_score=0.7) == [b, a]       # any evaluator
+    assert ids(score_name="faithfulness", evaluator="rag.faithfulness.cheap", min_score=0.7) == [a]
+    assert ids(score_name="answer_relevancy") == []
+    rows, _ = store.list_traces(TraceQuery(score_name="faithfulness", max_score=0.5))
+    assert {(s.evaluator, s.value) for s in rows[0].scores} == {("rag.faithfulness.cheap", 0.2),
+                                                                ("rag.faithfulness.llm", 0.8)}
+
+
+def test_eval_runs_are_stored_listed_and_names_are_unique(store):
+    from llmops.tracing.store import RunNameTaken
+    from llmops.v1 import tracing_pb2
+
+    run = tracing_pb2.EvalRun(name="baseline", dataset="qa.jsonl", dataset_hash="f" * 64, model="m1",
+                              prompt_template="rag", prompt_version=2, retrieval=True, evaluators=["reference.token_f1"],
+                              aggregates={"reference.token_f1": 0.5})
+    run.items.add(item_id="q1", question="Q1", reference="R1", answer="A1", contexts=["c1"], trace_id=T1,
+                  scores=[common_pb2.Score(name="token_f1", value=0.5, evaluator="reference.token_f1", version="1",
+                                           status=common_pb2.SCORE_STATUS_OK)])
+    run.items.add(item_id="q2", question="Q2", error="UNAVAILABLE: down")
+    saved = store.save_eval_run(run)
+    assert len(saved.run_id) == 32 and saved.item_count == 2 and saved.error_count == 1
+    got = store.get_eval_run("baseline")
+    assert got == store.get_eval_run(saved.run_id)
+    assert [i.item_id for i in got.items] == ["q1", "q2"]
+    assert got.items[0].scores[0].value == 0.5 and list(got.items[0].contexts) == ["c1"]
+    assert got.aggregates["reference.token_f1"] == 0.5 and got.retrieval
+    with pytest.raises(RunNameTaken):
+        store.save_eval_run(tracing_pb2.EvalRun(name="baseline", dataset_hash="e" * 64))
+    store.save_eval_run(tracing_pb2.EvalRun(name="other", dataset_hash="e" * 64))
+    assert [r.name for r in store.list_eval_runs()] == ["other", "baseline"]
+    assert [r.name for r in store.list_eval_runs(dataset_hash="f" * 64)] == ["baseline"]
+    assert not store.list_eval_runs()[1].items                  # listing leaves the items out
+    assert store.get_eval_run("missing") is None

@@ -147,6 +147,18 @@ class EventBus:
         self.stats.published += 1
         metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
+    async def send_many(self, messages: list[tuple[str, str, Message, str]]) -> None:
+        """Send (topic, key, message, traceparent) items in one batch and wait until the broker
+        has acknowledged all of them; raises if any could not be delivered."""
+        futures = []
+        for topic, key, message, tp in messages:
+            value, headers = encode(message, tp)
+            futures.append(await self._producer.send(topic, value, key=key.encode() if key else None, headers=headers))
+        await asyncio.gather(*futures)
+        for topic, *_ in messages:
+            self.stats.published += 1
+            metrics.EVENTS_PUBLISHED.labels(topic).inc()
+
     async def send_raw(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
         await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
 

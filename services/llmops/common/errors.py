@@ -26,3 +26,7 @@ class FailedPrecondition(LlmopsError):
 
 class ResourceExhausted(LlmopsError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class AlreadyExists(LlmopsError):
+    code = grpc.StatusCode.ALREADY_EXISTS

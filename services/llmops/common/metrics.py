@@ -52,6 +52,30 @@ RETRIEVAL_TOP_SCORE = Histogram(
 DOCUMENTS_INGESTED = Counter(
     "llmops_documents_ingested_total", "Documents upserted", ["collection", "source"], registry=REGISTRY
 )
+JUDGE_SCORES = Histogram(
+    "llmops_judge_score", "Judge scores (0-1 metrics, 1-5 rubrics, flags)",
+    ["evaluator", "metric", "model", "prompt_version"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2, 3, 4, 5), registry=REGISTRY,
+)
+JUDGE_ERRORS = Counter(
+    "llmops_judge_errors_total", "Evaluations that ended in an error score", ["evaluator"], registry=REGISTRY
+)
+JUDGE_SKIPPED = Counter(
+    "llmops_judge_skipped_total", "Completions an online evaluator did not judge, by reason",
+    ["evaluator", "reason"], registry=REGISTRY,
+)
+JUDGE_LATENCY = Histogram(
+    "llmops_judge_batch_duration_seconds", "Time to judge one batch of completions", ["tier"],
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+JUDGE_DELAY = Histogram(
+    "llmops_judge_delay_seconds", "From the completion's timestamp to its scores being published", ["tier"],
+    buckets=LATENCY_BUCKETS + (120, 300, 600), registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "llmops_consumer_lag_messages", "Messages not yet committed by a consumer group", ["topic", "group"],
+    registry=REGISTRY,
+)
 SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
 

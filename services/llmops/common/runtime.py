@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 from llmops.common.logging import configure_logging
 from llmops.common.metrics import serve_metrics
@@ -26,24 +26,36 @@ class ServiceParts:
 
 
 def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer], None], service_names: list[str],
-                    close: Callable[[], None] = lambda: None) -> ServiceParts:
-    """Parts of a service that consumes with a faust app: topics, then the bus, then the worker;
-    ready once the worker has joined its group. Stops in reverse order."""
+                    close: Callable[[], None] = lambda: None, companions: Sequence = ()) -> ServiceParts:
+    """Parts of a service that consumes with faust: topics, then the bus, then one worker per app
+    (``app`` may be a list: each app is its own consumer group), then ``companions`` (objects with
+    ``start``/``stop``, e.g. a lag monitor); ready once every worker has joined its group. Stops in
+    reverse order."""
     from llmops.common.stream import run_worker
     from llmops.common.topics import ensure_topics
 
+    apps = list(app) if isinstance(app, (list, tuple)) else [app]
     ready = asyncio.Event()
-    worker = None
+    workers: list = []
 
     async def start() -> None:
-        nonlocal worker
         await ensure_topics(settings)
         await bus.start()
-        worker = await run_worker(app, ready)
+        events = []
+        for a in apps:
+            ev = asyncio.Event()
+            workers.append(await run_worker(a, ev))
+            events.append(ev)
+        await asyncio.gather(*(e.wait() for e in events))
+        for c in companions:
+            await c.start()
+        ready.set()
 
     async def stop() -> None:
-        if worker is not None:
-            await worker.stop()
+        for c in reversed(companions):
+            await c.stop()
+        for w in reversed(workers):
+            await w.stop()
         await bus.stop()
         close()
 

@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     # --- tracing -------------------------------------------------------------------------
     trace_db: str = Field("", description="SQLAlchemy URL or SQLite path. Empty: <data_dir>/traces.db.")
 
+    # --- judging -------------------------------------------------------------------------
+    judge_backend: Literal["llama_cpp", "none"] = Field(
+        "llama_cpp", description="Backend of the judge model (LLM tier, rubrics, pairwise). `none`: cheap tiers only."
+    )
+    judge_model_path: str = Field("", description="GGUF of the judge model. Empty: the inference model (LLMOPS_MODEL_PATH or SmolLM2).")
+    judge_threads: int = Field(1, ge=1, description="CPU threads of the embedded judge model.")
+    judge_config: str = Field("", description="JSON file: online switch, sampling and filters per evaluator; extra rubrics.")
+    judge_llm_sample_rate: float = Field(
+        0.25, ge=0.0, le=1.0, description="Share of completions the online LLM-tier evaluators judge (unless configured)."
+    )
+    judge_batch_size: int = Field(64, ge=1, description="Completions the cheap tier judges per batch.")
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
@@ -135,6 +147,10 @@ class Settings(BaseSettings):
     @property
     def resolved_embedding_model(self) -> str:
         return self.embedding_model or packaged_embedder()
+
+    @property
+    def resolved_judge_model_path(self) -> str:
+        return self.judge_model_path or self.resolved_model_path
 
     @property
     def resolved_vector_db(self) -> Path:

@@ -18,7 +18,7 @@ from llmops.common.logging import trace_context
 from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
 from llmops.inference.retrieval_client import RetrievalClient
-from llmops.inference.spans import SpanRecorder, new_trace_id
+from llmops.common.spans import SpanRecorder, new_trace_id
 from llmops.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ class InferenceEngine:
             session_id=req.session_id, user_id=req.user_id, metadata=req.metadata,
             finish_reason=res.finish_reason, rendered_prompt=prep.rendered,
             retrieval_top_score=max((c.vector_similarity for c in res.contexts), default=0.0),
+            root_span_id=root_span,
         )
         ev.timestamp.GetCurrentTime()
         self.publisher.publish(self.completions_topic, res.trace_id, ev, traceparent(res.trace_id, root_span))

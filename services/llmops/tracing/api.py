@@ -5,9 +5,9 @@ import asyncio
 import math
 import uuid
 
-from llmops.common.errors import InvalidArgument, NotFound
+from llmops.common.errors import AlreadyExists, InvalidArgument, NotFound
 from llmops.tracing.ingest import TRACE_ID
-from llmops.tracing.store import InvalidPageToken, TraceQuery, TraceStore, ts_to_us
+from llmops.tracing.store import InvalidPageToken, RunNameTaken, TraceQuery, TraceStore, ts_to_us
 from llmops.v1 import common_pb2, events_pb2, tracing_pb2, tracing_pb2_grpc
 
 MAX_PAGE = 1000
@@ -42,8 +42,17 @@ class TracingServicer(tracing_pb2_grpc.TracingServiceServicer):
         end = ts_to_us(request.end_time) if request.HasField("end_time") else 0
         if start and end and end <= start:
             raise InvalidArgument("end_time must be after start_time")
+        lo = request.min_score if request.HasField("min_score") else None
+        hi = request.max_score if request.HasField("max_score") else None
+        if (lo is not None or hi is not None or request.evaluator) and not request.score_name:
+            raise InvalidArgument("min_score, max_score and evaluator filter a score: set score_name too")
+        if any(v is not None and not math.isfinite(v) for v in (lo, hi)):
+            raise InvalidArgument("min_score and max_score must be finite numbers")
+        if lo is not None and hi is not None and hi < lo:
+            raise InvalidArgument(f"max_score ({hi}) is below min_score ({lo})")
         q = TraceQuery(start_us=start, end_us=end, session_id=request.session_id, user_id=request.user_id,
-                       model=request.model, page_size=size, page_token=request.page_token)
+                       model=request.model, page_size=size, page_token=request.page_token,
+                       score_name=request.score_name, evaluator=request.evaluator, min_score=lo, max_score=hi)
         try:
             rows, token = await asyncio.to_thread(self.store.list_traces, q)
         except InvalidPageToken as exc:
@@ -62,3 +71,37 @@ class TracingServicer(tracing_pb2_grpc.TracingServiceServicer):
         await asyncio.to_thread(self.store.write_feedback, [fb])
         self.publisher.publish(self.feedback_topic, trace_id, events_pb2.FeedbackEvent(trace_id=trace_id, feedback=fb))
         return tracing_pb2.SubmitFeedbackResponse(feedback=fb)
+
+    async def SaveEvalRun(self, request, context):
+        run = request.run
+        if not run.name.strip():
+            raise InvalidArgument("run.name is empty")
+        if len(run.name) > 200:
+            raise InvalidArgument("run.name is longer than 200 characters")
+        if not run.dataset_hash:
+            raise InvalidArgument("run.dataset_hash is empty")
+        ids = [i.item_id for i in run.items]
+        if len(set(ids)) != len(ids) or not all(ids):
+            raise InvalidArgument("every item needs an item_id, unique within the run")
+        for i in run.items:
+            if i.trace_id:
+                check_trace_id(i.trace_id)
+        try:
+            return await asyncio.to_thread(self.store.save_eval_run, run)
+        except RunNameTaken as exc:
+            raise AlreadyExists(f"{exc}; choose another --name") from None
+
+    async def GetEvalRun(self, request, context):
+        if not request.name:
+            raise InvalidArgument("name is empty (a run's name or run_id)")
+        run = await asyncio.to_thread(self.store.get_eval_run, request.name)
+        if run is None:
+            raise NotFound(f"no evaluation run named {request.name!r}")
+        return run
+
+    async def ListEvalRuns(self, request, context):
+        size = request.page_size or 50
+        if size < 0 or size > MAX_PAGE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}, got {request.page_size}")
+        runs = await asyncio.to_thread(self.store.list_eval_runs, request.dataset_hash, size)
+        return tracing_pb2.ListEvalRunsResponse(runs=runs)

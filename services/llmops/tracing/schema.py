@@ -3,7 +3,7 @@ module is what queries are written against. Times are integer microseconds since
 same in SQLite and PostgreSQL."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -71,3 +71,39 @@ feedback = Table(
     Column("created_us", BigInteger, nullable=False),
 )
 Index("ix_feedback_trace", feedback.c.trace_id)
+Index("ix_scores_name_value", scores.c.name, scores.c.value)
+
+eval_runs = Table(
+    "eval_runs", metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("dataset", String(500), nullable=False, default=""),
+    Column("dataset_hash", String(64), nullable=False),
+    Column("model", String(200), nullable=False, default=""),
+    Column("prompt_template", String(200), nullable=False, default=""),
+    Column("prompt_version", Integer, nullable=False, default=0),
+    Column("retrieval", Integer, nullable=False, default=0),
+    Column("evaluators_json", Text, nullable=False, default="[]"),
+    Column("created_us", BigInteger, nullable=False),
+    Column("item_count", Integer, nullable=False, default=0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("aggregates_json", Text, nullable=False, default="{}"),
+    Column("metadata_json", Text, nullable=False, default="{}"),
+)
+Index("ix_eval_runs_dataset", eval_runs.c.dataset_hash, eval_runs.c.created_us)
+
+eval_items = Table(
+    "eval_items", metadata,
+    Column("run_id", String(32), ForeignKey("eval_runs.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("item_id", String(200), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("question", Text, nullable=False, default=""),
+    Column("reference", Text, nullable=False, default=""),
+    Column("answer", Text, nullable=False, default=""),
+    Column("contexts_json", Text, nullable=False, default="[]"),
+    Column("trace_id", String(32), nullable=False, default=""),
+    Column("scores_json", Text, nullable=False, default="[]"),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("error", Text, nullable=False, default=""),
+    Column("metadata_json", Text, nullable=False, default="{}"),
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -16,9 +17,11 @@ from typing import Protocol
 from alembic import command
 from alembic.config import Config
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import and_, create_engine, event, func, or_, select
+from google.protobuf.json_format import MessageToDict, ParseDict
+from sqlalchemy import and_, create_engine, event, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from llmops.tracing import schema as t
 from llmops.v1 import common_pb2, events_pb2, tracing_pb2
@@ -50,9 +53,17 @@ class TraceQuery:
     model: str = ""
     page_size: int = 50
     page_token: str = ""
+    score_name: str = ""
+    evaluator: str = ""
+    min_score: float | None = None
+    max_score: float | None = None
 
 
 class InvalidPageToken(ValueError):
+    pass
+
+
+class RunNameTaken(ValueError):
     pass
 
 
@@ -64,6 +75,9 @@ class TraceStore(Protocol):
     def get_trace(self, trace_id: str) -> tracing_pb2.Trace | None: ...
     def trace_exists(self, trace_id: str) -> bool: ...
     def list_traces(self, query: TraceQuery) -> tuple[list[tracing_pb2.TraceSummary], str]: ...
+    def save_eval_run(self, run: tracing_pb2.EvalRun) -> tracing_pb2.EvalRun: ...
+    def get_eval_run(self, name_or_id: str) -> tracing_pb2.EvalRun | None: ...
+    def list_eval_runs(self, dataset_hash: str = "", limit: int = 50) -> list[tracing_pb2.EvalRun]: ...
     def close(self) -> None: ...
 
 
@@ -236,9 +250,8 @@ class SqlTraceStore:
                 attributes=json.loads(s["attributes_json"] or "{}"), status=s["status"],
                 status_message=s["status_message"], service=s["service"],
             )
-        for sc in score_rows:
-            trace.scores.add(name=sc["name"], value=sc["value"], evaluator=sc["evaluator"], version=sc["version"],
-                             explanation=sc["explanation"], status=sc["status"], created_at=us_to_ts(sc["created_us"]))
+        trace.scores.extend(_score(sc) for sc in score_rows)
+        trace.summary.scores.extend(trace.scores)
         for f in fb_rows:
             trace.feedback.add(id=f["id"], trace_id=f["trace_id"], score=f["score"], comment=f["comment"],
                                user_id=f["user_id"], created_at=us_to_ts(f["created_us"]), name=f["name"])
@@ -260,6 +273,17 @@ class SqlTraceStore:
         for col, value in (("session_id", q.session_id), ("user_id", q.user_id), ("model", q.model)):
             if value:
                 conds.append(t.traces.c[col] == value)
+        if q.score_name:
+            sc = t.scores
+            score_conds = [sc.c.trace_id == t.traces.c.trace_id, sc.c.name == q.score_name,
+                           sc.c.status != common_pb2.SCORE_STATUS_ERROR]
+            if q.evaluator:
+                score_conds.append(sc.c.evaluator == q.evaluator)
+            if q.min_score is not None:
+                score_conds.append(sc.c.value >= q.min_score)
+            if q.max_score is not None:
+                score_conds.append(sc.c.value <= q.max_score)
+            conds.append(exists().where(and_(*score_conds)))
         if q.page_token:
             start, tid = decode_page_token(q.page_token)
             conds.append(or_(t.traces.c.start_us < start, and_(t.traces.c.start_us == start, t.traces.c.trace_id < tid)))
@@ -267,9 +291,75 @@ class SqlTraceStore:
                 .order_by(t.traces.c.start_us.desc(), t.traces.c.trace_id.desc()).limit(q.page_size + 1))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).mappings().all()
-        page, more = rows[: q.page_size], len(rows) > q.page_size
+            page, more = rows[: q.page_size], len(rows) > q.page_size
+            scores: dict[str, list] = {}
+            if page:
+                for sc in conn.execute(select(t.scores).where(t.scores.c.trace_id.in_([r["trace_id"] for r in page]))
+                                       .order_by(t.scores.c.name, t.scores.c.evaluator)).mappings():
+                    scores.setdefault(sc["trace_id"], []).append(_score(sc))
         token = encode_page_token(page[-1]["start_us"], page[-1]["trace_id"]) if more and page else ""
-        return [_summary(r) for r in page], token
+        out = []
+        for r in page:
+            summary = _summary(r)
+            summary.scores.extend(scores.get(r["trace_id"], []))
+            out.append(summary)
+        return out, token
+
+    # -- evaluation runs ----------------------------------------------------------------------------
+    def save_eval_run(self, run: tracing_pb2.EvalRun) -> tracing_pb2.EvalRun:
+        """Store a run with its items; the name must be new (``RunNameTaken`` otherwise)."""
+        run = tracing_pb2.EvalRun.FromString(run.SerializeToString())
+        run.run_id = run.run_id or uuid.uuid4().hex
+        if not run.HasField("created_at"):
+            run.created_at.GetCurrentTime()
+        run.item_count = len(run.items)
+        run.error_count = sum(1 for i in run.items if i.error)
+        row = {
+            "run_id": run.run_id, "name": run.name, "dataset": run.dataset, "dataset_hash": run.dataset_hash,
+            "model": run.model, "prompt_template": run.prompt_template, "prompt_version": run.prompt_version,
+            "retrieval": int(run.retrieval), "evaluators_json": json.dumps(list(run.evaluators)),
+            "created_us": ts_to_us(run.created_at), "item_count": run.item_count, "error_count": run.error_count,
+            "aggregates_json": json.dumps(dict(run.aggregates)), "metadata_json": json.dumps(dict(run.metadata)),
+        }
+        items = [{
+            "run_id": run.run_id, "item_id": it.item_id, "position": i, "question": it.question,
+            "reference": it.reference, "answer": it.answer, "contexts_json": json.dumps(list(it.contexts)),
+            "trace_id": it.trace_id, "scores_json": json.dumps([MessageToDict(sc) for sc in it.scores]),
+            "latency_ms": it.latency_ms, "error": it.error, "metadata_json": json.dumps(dict(it.metadata)),
+        } for i, it in enumerate(run.items)]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.eval_runs.insert(), [row])
+                if items:
+                    conn.execute(t.eval_items.insert(), items)
+        except IntegrityError:
+            raise RunNameTaken(f"an evaluation run named {run.name!r} already exists") from None
+        return run
+
+    def get_eval_run(self, name_or_id: str) -> tracing_pb2.EvalRun | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.eval_runs).where(
+                or_(t.eval_runs.c.name == name_or_id, t.eval_runs.c.run_id == name_or_id))).mappings().first()
+            if row is None:
+                return None
+            item_rows = conn.execute(select(t.eval_items).where(t.eval_items.c.run_id == row["run_id"])
+                                     .order_by(t.eval_items.c.position)).mappings().all()
+        run = _eval_run(row)
+        for it in item_rows:
+            item = run.items.add(item_id=it["item_id"], question=it["question"], reference=it["reference"],
+                                 answer=it["answer"], contexts=json.loads(it["contexts_json"]), trace_id=it["trace_id"],
+                                 latency_ms=it["latency_ms"], error=it["error"],
+                                 metadata=json.loads(it["metadata_json"]))
+            for sc in json.loads(it["scores_json"]):
+                ParseDict(sc, item.scores.add())
+        return run
+
+    def list_eval_runs(self, dataset_hash: str = "", limit: int = 50) -> list[tracing_pb2.EvalRun]:
+        stmt = select(t.eval_runs).order_by(t.eval_runs.c.created_us.desc()).limit(limit)
+        if dataset_hash:
+            stmt = stmt.where(t.eval_runs.c.dataset_hash == dataset_hash)
+        with self.engine.connect() as conn:
+            return [_eval_run(r) for r in conn.execute(stmt).mappings()]
 
     def count_spans(self) -> int:
         with self.engine.connect() as conn:
@@ -286,6 +376,21 @@ def _summary(row) -> tracing_pb2.TraceSummary:
         prompt_template=row["prompt_template"], prompt_version=row["prompt_version"],
         finish_reason=row["finish_reason"], span_count=row["span_count"],
         metadata=json.loads(row["metadata_json"] or "{}"), status=row["status"],
+    )
+
+
+def _score(sc) -> common_pb2.Score:
+    return common_pb2.Score(name=sc["name"], value=sc["value"], evaluator=sc["evaluator"], version=sc["version"],
+                            explanation=sc["explanation"], status=sc["status"], created_at=us_to_ts(sc["created_us"]))
+
+
+def _eval_run(row) -> tracing_pb2.EvalRun:
+    return tracing_pb2.EvalRun(
+        run_id=row["run_id"], name=row["name"], dataset=row["dataset"], dataset_hash=row["dataset_hash"],
+        model=row["model"], prompt_template=row["prompt_template"], prompt_version=row["prompt_version"],
+        retrieval=bool(row["retrieval"]), evaluators=json.loads(row["evaluators_json"]),
+        created_at=us_to_ts(row["created_us"]), item_count=row["item_count"], error_count=row["error_count"],
+        aggregates=json.loads(row["aggregates_json"]), metadata=json.loads(row["metadata_json"]),
     )
 
 

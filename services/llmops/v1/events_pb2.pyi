@@ -42,7 +42,7 @@ class SpanEvent(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ..., status_message: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class CompletionEvent(_message.Message):
-    __slots__ = ("trace_id", "timestamp", "model", "prompt", "contexts", "answer", "usage", "latency_ms", "prompt_template", "prompt_version", "session_id", "user_id", "metadata", "finish_reason", "rendered_prompt", "retrieval_top_score")
+    __slots__ = ("trace_id", "timestamp", "model", "prompt", "contexts", "answer", "usage", "latency_ms", "prompt_template", "prompt_version", "session_id", "user_id", "metadata", "finish_reason", "rendered_prompt", "retrieval_top_score", "root_span_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class CompletionEvent(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     RENDERED_PROMPT_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_TOP_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     timestamp: _timestamp_pb2.Timestamp
     model: str
@@ -82,17 +83,26 @@ class CompletionEvent(_message.Message):
     finish_reason: str
     rendered_prompt: str
     retrieval_top_score: float
-    def __init__(self, trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., contexts: _Optional[_Iterable[_Union[_common_pb2.Context, _Mapping]]] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., finish_reason: _Optional[str] = ..., rendered_prompt: _Optional[str] = ..., retrieval_top_score: _Optional[float] = ...) -> None: ...
+    root_span_id: str
+    def __init__(self, trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., contexts: _Optional[_Iterable[_Union[_common_pb2.Context, _Mapping]]] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., finish_reason: _Optional[str] = ..., rendered_prompt: _Optional[str] = ..., retrieval_top_score: _Optional[float] = ..., root_span_id: _Optional[str] = ...) -> None: ...
 
 class ScoreEvent(_message.Message):
-    __slots__ = ("trace_id", "score", "span_id")
+    __slots__ = ("trace_id", "score", "span_id", "model", "prompt_template", "prompt_version", "tier")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     score: _common_pb2.Score
     span_id: str
-    def __init__(self, trace_id: _Optional[str] = ..., score: _Optional[_Union[_common_pb2.Score, _Mapping]] = ..., span_id: _Optional[str] = ...) -> None: ...
+    model: str
+    prompt_template: str
+    prompt_version: int
+    tier: str
+    def __init__(self, trace_id: _Optional[str] = ..., score: _Optional[_Union[_common_pb2.Score, _Mapping]] = ..., span_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
     __slots__ = ("trace_id", "feedback")

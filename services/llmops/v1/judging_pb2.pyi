@@ -30,7 +30,7 @@ class ScoreResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ...) -> None: ...
 
 class EvaluatorInfo(_message.Message):
-    __slots__ = ("name", "version", "tier", "description", "settings")
+    __slots__ = ("name", "version", "tier", "description", "settings", "metric", "needs_reference", "scale")
     class SettingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,12 +43,18 @@ class EvaluatorInfo(_message.Message):
     TIER_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     tier: str
     description: str
     settings: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[str] = ..., description: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    metric: str
+    needs_reference: bool
+    scale: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[str] = ..., description: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., metric: _Optional[str] = ..., needs_reference: bool = ..., scale: _Optional[str] = ...) -> None: ...
 
 class ListEvaluatorsRequest(_message.Message):
     __slots__ = ()
@@ -59,3 +65,39 @@ class ListEvaluatorsResponse(_message.Message):
     EVALUATORS_FIELD_NUMBER: _ClassVar[int]
     evaluators: _containers.RepeatedCompositeFieldContainer[EvaluatorInfo]
     def __init__(self, evaluators: _Optional[_Iterable[_Union[EvaluatorInfo, _Mapping]]] = ...) -> None: ...
+
+class CompareRequest(_message.Message):
+    __slots__ = ("question", "answer_a", "answer_b", "contexts", "reference")
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_A_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_B_FIELD_NUMBER: _ClassVar[int]
+    CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    answer_a: str
+    answer_b: str
+    contexts: _containers.RepeatedScalarFieldContainer[str]
+    reference: str
+    def __init__(self, question: _Optional[str] = ..., answer_a: _Optional[str] = ..., answer_b: _Optional[str] = ..., contexts: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class CompareResponse(_message.Message):
+    __slots__ = ("winner", "consistent", "winner_ab", "winner_ba", "p_a", "p_b", "p_tie", "judge_model", "usage")
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    WINNER_AB_FIELD_NUMBER: _ClassVar[int]
+    WINNER_BA_FIELD_NUMBER: _ClassVar[int]
+    P_A_FIELD_NUMBER: _ClassVar[int]
+    P_B_FIELD_NUMBER: _ClassVar[int]
+    P_TIE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    winner: str
+    consistent: bool
+    winner_ab: str
+    winner_ba: str
+    p_a: float
+    p_b: float
+    p_tie: float
+    judge_model: str
+    usage: _common_pb2.Usage
+    def __init__(self, winner: _Optional[str] = ..., consistent: bool = ..., winner_ab: _Optional[str] = ..., winner_ba: _Optional[str] = ..., p_a: _Optional[float] = ..., p_b: _Optional[float] = ..., p_tie: _Optional[float] = ..., judge_model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class JudgingServiceStub(object):
                 request_serializer=llmops_dot_v1_dot_judging__pb2.ListEvaluatorsRequest.SerializeToString,
                 response_deserializer=llmops_dot_v1_dot_judging__pb2.ListEvaluatorsResponse.FromString,
                 _registered_method=True)
+        self.Compare = channel.unary_unary(
+                '/llmops.v1.JudgingService/Compare',
+                request_serializer=llmops_dot_v1_dot_judging__pb2.CompareRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_judging__pb2.CompareResponse.FromString,
+                _registered_method=True)
 
 
 class JudgingServiceServicer(object):
@@ -61,6 +66,12 @@ class JudgingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compare(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JudgingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_JudgingServiceServicer_to_server(servicer, server):
                     servicer.ListEvaluators,
                     request_deserializer=llmops_dot_v1_dot_judging__pb2.ListEvaluatorsRequest.FromString,
                     response_serializer=llmops_dot_v1_dot_judging__pb2.ListEvaluatorsResponse.SerializeToString,
+            ),
+            'Compare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compare,
+                    request_deserializer=llmops_dot_v1_dot_judging__pb2.CompareRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_judging__pb2.CompareResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class JudgingService(object):
             '/llmops.v1.JudgingService/ListEvaluators',
             llmops_dot_v1_dot_judging__pb2.ListEvaluatorsRequest.SerializeToString,
             llmops_dot_v1_dot_judging__pb2.ListEvaluatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.JudgingService/Compare',
+            llmops_dot_v1_dot_judging__pb2.CompareRequest.SerializeToString,
+            llmops_dot_v1_dot_judging__pb2.CompareResponse.FromString,
             options,
             channel_credentials,
             insecure,

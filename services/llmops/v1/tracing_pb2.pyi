@@ -25,7 +25,7 @@ class Trace(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[_common_pb2.Span, _Mapping]]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.Feedback, _Mapping]]] = ..., summary: _Optional[_Union[TraceSummary, _Mapping]] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
-    __slots__ = ("trace_id", "start_time", "latency_ms", "model", "session_id", "user_id", "prompt", "answer", "usage", "prompt_template", "prompt_version", "finish_reason", "span_count", "metadata", "status")
+    __slots__ = ("trace_id", "start_time", "latency_ms", "model", "session_id", "user_id", "prompt", "answer", "usage", "prompt_template", "prompt_version", "finish_reason", "span_count", "metadata", "status", "scores")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class TraceSummary(_message.Message):
     SPAN_COUNT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     start_time: _timestamp_pb2.Timestamp
     latency_ms: float
@@ -63,7 +64,8 @@ class TraceSummary(_message.Message):
     span_count: int
     metadata: _containers.ScalarMap[str, str]
     status: _common_pb2.SpanStatus
-    def __init__(self, trace_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[float] = ..., model: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., finish_reason: _Optional[str] = ..., span_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ...) -> None: ...
+    scores: _containers.RepeatedCompositeFieldContainer[_common_pb2.Score]
+    def __init__(self, trace_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[float] = ..., model: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., finish_reason: _Optional[str] = ..., span_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ...) -> None: ...
 
 class GetTraceRequest(_message.Message):
     __slots__ = ("trace_id",)
@@ -72,7 +74,7 @@ class GetTraceRequest(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ...) -> None: ...
 
 class ListTracesRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "session_id", "user_id", "model", "page_size", "page_token")
+    __slots__ = ("start_time", "end_time", "session_id", "user_id", "model", "page_size", "page_token", "score_name", "evaluator", "min_score", "max_score")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +82,10 @@ class ListTracesRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SCORE_NAME_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCORE_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     session_id: str
@@ -87,7 +93,11 @@ class ListTracesRequest(_message.Message):
     model: str
     page_size: int
     page_token: str
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    score_name: str
+    evaluator: str
+    min_score: float
+    max_score: float
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., score_name: _Optional[str] = ..., evaluator: _Optional[str] = ..., min_score: _Optional[float] = ..., max_score: _Optional[float] = ...) -> None: ...
 
 class ListTracesResponse(_message.Message):
     __slots__ = ("traces", "next_page_token")
@@ -116,3 +126,108 @@ class SubmitFeedbackResponse(_message.Message):
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     feedback: _common_pb2.Feedback
     def __init__(self, feedback: _Optional[_Union[_common_pb2.Feedback, _Mapping]] = ...) -> None: ...
+
+class EvalItem(_message.Message):
+    __slots__ = ("item_id", "question", "reference", "answer", "contexts", "trace_id", "scores", "latency_ms", "error", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    question: str
+    reference: str
+    answer: str
+    contexts: _containers.RepeatedScalarFieldContainer[str]
+    trace_id: str
+    scores: _containers.RepeatedCompositeFieldContainer[_common_pb2.Score]
+    latency_ms: float
+    error: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, item_id: _Optional[str] = ..., question: _Optional[str] = ..., reference: _Optional[str] = ..., answer: _Optional[str] = ..., contexts: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class EvalRun(_message.Message):
+    __slots__ = ("run_id", "name", "dataset", "dataset_hash", "model", "prompt_template", "prompt_version", "retrieval", "evaluators", "created_at", "item_count", "error_count", "aggregates", "items", "metadata")
+    class AggregatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_HASH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    EVALUATORS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATES_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    dataset: str
+    dataset_hash: str
+    model: str
+    prompt_template: str
+    prompt_version: int
+    retrieval: bool
+    evaluators: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    item_count: int
+    error_count: int
+    aggregates: _containers.ScalarMap[str, float]
+    items: _containers.RepeatedCompositeFieldContainer[EvalItem]
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., dataset: _Optional[str] = ..., dataset_hash: _Optional[str] = ..., model: _Optional[str] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., retrieval: bool = ..., evaluators: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., item_count: _Optional[int] = ..., error_count: _Optional[int] = ..., aggregates: _Optional[_Mapping[str, float]] = ..., items: _Optional[_Iterable[_Union[EvalItem, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SaveEvalRunRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: EvalRun
+    def __init__(self, run: _Optional[_Union[EvalRun, _Mapping]] = ...) -> None: ...
+
+class GetEvalRunRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListEvalRunsRequest(_message.Message):
+    __slots__ = ("dataset_hash", "page_size")
+    DATASET_HASH_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    dataset_hash: str
+    page_size: int
+    def __init__(self, dataset_hash: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListEvalRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[EvalRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[EvalRun, _Mapping]]] = ...) -> None: ...

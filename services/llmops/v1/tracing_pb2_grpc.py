@@ -49,6 +49,21 @@ class TracingServiceStub(object):
                 request_serializer=llmops_dot_v1_dot_tracing__pb2.SubmitFeedbackRequest.SerializeToString,
                 response_deserializer=llmops_dot_v1_dot_tracing__pb2.SubmitFeedbackResponse.FromString,
                 _registered_method=True)
+        self.SaveEvalRun = channel.unary_unary(
+                '/llmops.v1.TracingService/SaveEvalRun',
+                request_serializer=llmops_dot_v1_dot_tracing__pb2.SaveEvalRunRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_tracing__pb2.EvalRun.FromString,
+                _registered_method=True)
+        self.GetEvalRun = channel.unary_unary(
+                '/llmops.v1.TracingService/GetEvalRun',
+                request_serializer=llmops_dot_v1_dot_tracing__pb2.GetEvalRunRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_tracing__pb2.EvalRun.FromString,
+                _registered_method=True)
+        self.ListEvalRuns = channel.unary_unary(
+                '/llmops.v1.TracingService/ListEvalRuns',
+                request_serializer=llmops_dot_v1_dot_tracing__pb2.ListEvalRunsRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_tracing__pb2.ListEvalRunsResponse.FromString,
+                _registered_method=True)
 
 
 class TracingServiceServicer(object):
@@ -72,6 +87,25 @@ class TracingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveEvalRun(self, request, context):
+        """ALREADY_EXISTS for a taken name
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvalRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvalRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TracingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +123,21 @@ def add_TracingServiceServicer_to_server(servicer, server):
                     servicer.SubmitFeedback,
                     request_deserializer=llmops_dot_v1_dot_tracing__pb2.SubmitFeedbackRequest.FromString,
                     response_serializer=llmops_dot_v1_dot_tracing__pb2.SubmitFeedbackResponse.SerializeToString,
+            ),
+            'SaveEvalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveEvalRun,
+                    request_deserializer=llmops_dot_v1_dot_tracing__pb2.SaveEvalRunRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_tracing__pb2.EvalRun.SerializeToString,
+            ),
+            'GetEvalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvalRun,
+                    request_deserializer=llmops_dot_v1_dot_tracing__pb2.GetEvalRunRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_tracing__pb2.EvalRun.SerializeToString,
+            ),
+            'ListEvalRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvalRuns,
+                    request_deserializer=llmops_dot_v1_dot_tracing__pb2.ListEvalRunsRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_tracing__pb2.ListEvalRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +221,87 @@ class TracingService(object):
             '/llmops.v1.TracingService/SubmitFeedback',
             llmops_dot_v1_dot_tracing__pb2.SubmitFeedbackRequest.SerializeToString,
             llmops_dot_v1_dot_tracing__pb2.SubmitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveEvalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TracingService/SaveEvalRun',
+            llmops_dot_v1_dot_tracing__pb2.SaveEvalRunRequest.SerializeToString,
+            llmops_dot_v1_dot_tracing__pb2.EvalRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TracingService/GetEvalRun',
+            llmops_dot_v1_dot_tracing__pb2.GetEvalRunRequest.SerializeToString,
+            llmops_dot_v1_dot_tracing__pb2.EvalRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvalRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.TracingService/ListEvalRuns',
+            llmops_dot_v1_dot_tracing__pb2.ListEvalRunsRequest.SerializeToString,
+            llmops_dot_v1_dot_tracing__pb2.ListEvalRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

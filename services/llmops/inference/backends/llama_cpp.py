@@ -31,10 +31,10 @@ def _valid_utf8_prefix(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _logprob(logits: np.ndarray, token: int) -> float:
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     m = x.max()
-    return float(x[token] - m - np.log(np.exp(x - m).sum()))
+    return x - m - np.log(np.exp(x - m).sum())
 
 
 class LlamaCppBackend:
@@ -139,7 +139,8 @@ class LlamaCppBackend:
 
             from llama_cpp import LogitsProcessorList
 
-            processors = LogitsProcessorList([capture]) if params.details else None
+            want_logits = params.details or params.top_n_tokens > 0
+            processors = LogitsProcessorList([capture]) if want_logits else None
             emitted = ""
             finish = "length"
             for token in self.llm.generate(
@@ -149,11 +150,20 @@ class LlamaCppBackend:
                 if self._is_end_of_generation(token):
                     finish = "eos_token"
                     break
-                logprob = _logprob(last_logits[0], token) if params.details and last_logits else 0.0
+                logprob, top = 0.0, []
+                if want_logits and last_logits:
+                    lp = _log_softmax(last_logits[0])
+                    logprob = float(lp[token])
+                    if params.top_n_tokens > 0:
+                        n = min(params.top_n_tokens, lp.size - 1)
+                        ids = np.argpartition(-lp, n)[:n]
+                        ids = ids[np.argsort(-lp[ids])]
+                        top = [(self.llm.detokenize([int(i)]).decode("utf-8", errors="replace"), float(lp[i]))
+                               for i in ids]
                 generated.append(token)
                 text = _valid_utf8_prefix(self.llm.detokenize(generated, prev_tokens=prompt_ids))
                 piece, emitted = text[len(emitted):], text
-                out = TokenOut(id=int(token), text=piece, logprob=logprob)
+                out = TokenOut(id=int(token), text=piece, logprob=logprob, top=top)
                 tokens.append(out)
                 hit = next((s for s in params.stop if s in emitted), None)
                 if hit is not None:
@@ -166,7 +176,7 @@ class LlamaCppBackend:
                     finish = "length"
                     break
             yield Generation(text=emitted, finish_reason=finish, prompt_tokens=len(prompt_ids),
-                             completion_tokens=len(generated), tokens=tokens if params.details else [])
+                             completion_tokens=len(generated), tokens=tokens if want_logits else [])
 
     def _is_end_of_generation(self, token: int) -> bool:
         import llama_cpp

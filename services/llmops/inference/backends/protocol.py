@@ -18,6 +18,7 @@ class GenerationParams:
     seed: int | None = None
     do_sample: bool = False
     details: bool = False
+    top_n_tokens: int = 0     # TGI's top_n_tokens: the n likeliest tokens at each step, with logprobs
 
     @property
     def sampling(self) -> bool:
@@ -36,6 +37,7 @@ class TokenOut:
     id: int
     text: str
     logprob: float = 0.0
+    top: list[tuple[str, float]] = field(default_factory=list)   # (text, logprob), likeliest first
 
 
 @dataclass

@@ -1,0 +1,208 @@
+"""Online judging: a batch of ``CompletionEvent``s in, ``ScoreEvent``s (and judge spans) out.
+
+One :class:`CompletionJudge` serves one group of tiers. The judging service runs two: the cheap
+tier (embeddings, safety) on every completion, and the LLM tier in its own consumer group, so a
+slow judge model lags behind on its own without ever holding up the cheap scores or the request
+path. Scores are sent and acknowledged by the broker before the batch is committed: a crash means
+a redelivery, and a redelivery overwrites the same (trace_id, evaluator, version) scores.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from google.protobuf.message import Message
+
+from llmops.common import metrics
+from llmops.common.envelope import Record, UndecodableMessage, decode, traceparent
+from llmops.common.spans import new_span_id
+from llmops.common.stream import Rejected
+from llmops.judging.catalog import Catalog, Entry
+from llmops.judging.embedding_tier import EmbeddingCache
+from llmops.judging.evaluator import Evaluator, Judgement, Sample
+from llmops.tracing.ingest import validate_completion
+from llmops.v1 import common_pb2, events_pb2
+
+log = logging.getLogger(__name__)
+
+CHEAP_TIERS = ("cheap", "safety")
+LLM_TIERS = ("llm",)
+
+
+class Sender(Protocol):
+    async def send_many(self, messages: list[tuple[str, str, Message, str]]) -> None: ...
+
+
+def sample_of(c: events_pb2.CompletionEvent) -> Sample:
+    return Sample(question=c.prompt, answer=c.answer, contexts=tuple(x.text for x in c.contexts),
+                  trace_id=c.trace_id, model=c.model, prompt_template=c.prompt_template,
+                  prompt_version=c.prompt_version, metadata=dict(c.metadata))
+
+
+async def run_evaluator(ev: Evaluator, samples: Sequence[Sample]) -> list[Judgement]:
+    """The evaluator's judgements; an evaluator that raises gives an error judgement per sample."""
+    if not samples:
+        return []
+    try:
+        out = await ev.evaluate(samples)
+        if len(out) != len(samples):
+            raise RuntimeError(f"returned {len(out)} judgements for {len(samples)} samples")
+        return out
+    except Exception as exc:  # an evaluator bug must not stop the stream: it becomes an error score
+        log.exception("evaluator %s failed on a batch of %d", ev.name, len(samples))
+        return [Judgement.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
+
+
+def score_pb(ev: Evaluator, j: Judgement) -> common_pb2.Score:
+    score = common_pb2.Score(name=ev.metric, value=j.value, evaluator=ev.name, version=ev.version,
+                             explanation=j.explanation[:8000],
+                             status=common_pb2.SCORE_STATUS_OK if j.ok else common_pb2.SCORE_STATUS_ERROR)
+    score.created_at.GetCurrentTime()
+    return score
+
+
+def judge_spans(ev: Evaluator, j: Judgement, trace_id: str, parent: str) -> list[events_pb2.SpanEvent]:
+    """A span for the evaluation and one child per judge-model call, with token usage."""
+    if not j.calls:
+        return []
+    root = events_pb2.SpanEvent(trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
+                                name=f"judge {ev.name}", service="judging")
+    start = min(c.start_ns for c in j.calls)
+    root.start_time.FromNanoseconds(start)
+    root.end_time.FromNanoseconds(max(c.end_ns for c in j.calls))
+    prompt_tokens = sum(c.prompt_tokens for c in j.calls)
+    completion_tokens = sum(c.completion_tokens for c in j.calls)
+    root.attributes.update({
+        "judge.evaluator": ev.name, "judge.version": ev.version, "judge.model": j.calls[0].model,
+        "judge.calls": str(len(j.calls)), "llm.usage.prompt_tokens": str(prompt_tokens),
+        "llm.usage.completion_tokens": str(completion_tokens),
+        "llm.usage.total_tokens": str(prompt_tokens + completion_tokens), "judge.score": f"{j.value:.4f}",
+    })
+    root.status = common_pb2.SPAN_STATUS_OK if j.ok else common_pb2.SPAN_STATUS_ERROR
+    root.status_message = j.error[:2000]
+    out = [root]
+    for c in j.calls:
+        span = events_pb2.SpanEvent(trace_id=trace_id, span_id=new_span_id(), parent_span_id=root.span_id,
+                                    name="judge.call", service="judging")
+        span.start_time.FromNanoseconds(c.start_ns or start)
+        span.end_time.FromNanoseconds(c.end_ns or start)
+        span.attributes.update({"judge.purpose": c.purpose, "judge.model": c.model,
+                                "llm.usage.prompt_tokens": str(c.prompt_tokens),
+                                "llm.usage.completion_tokens": str(c.completion_tokens)})
+        span.status = common_pb2.SPAN_STATUS_ERROR if c.error else common_pb2.SPAN_STATUS_OK
+        span.status_message = c.error[:2000]
+        out.append(span)
+    return out
+
+
+@dataclass
+class Outcome:
+    sample: Sample
+    evaluator: Evaluator
+    judgement: Judgement
+
+
+def events_for(outcomes: Sequence[Outcome], completions: dict[str, events_pb2.CompletionEvent],
+               topic_prefix: str) -> list[tuple[str, str, Message, str]]:
+    out: list[tuple[str, str, Message, str]] = []
+    for o in outcomes:
+        c = completions[o.sample.trace_id]
+        spans = judge_spans(o.evaluator, o.judgement, c.trace_id, c.root_span_id)
+        for s in spans:
+            out.append((f"{topic_prefix}spans", c.trace_id, s, traceparent(c.trace_id, s.span_id)))
+        ev = events_pb2.ScoreEvent(trace_id=c.trace_id, score=score_pb(o.evaluator, o.judgement),
+                                   span_id=spans[0].span_id if spans else "", model=c.model,
+                                   prompt_template=c.prompt_template, prompt_version=c.prompt_version,
+                                   tier=o.evaluator.tier)
+        out.append((f"{topic_prefix}scores", c.trace_id, ev, traceparent(c.trace_id, ev.span_id or new_span_id())))
+    return out
+
+
+def observe(outcomes: Sequence[Outcome]) -> None:
+    for o in outcomes:
+        ev, j = o.evaluator, o.judgement
+        if j.ok:
+            metrics.JUDGE_SCORES.labels(ev.name, ev.metric, o.sample.model, str(o.sample.prompt_version)).observe(j.value)
+        else:
+            metrics.JUDGE_ERRORS.labels(ev.name).inc()
+
+
+class CompletionJudge:
+    """Batch consumer of ``llmops.completions`` for the online evaluators of ``tiers``."""
+
+    def __init__(self, catalog: Catalog, tiers: Sequence[str], sender: Sender, cache: EmbeddingCache | None,
+                 topic_prefix: str = "llmops.", label: str = "cheap") -> None:
+        self.catalog = catalog
+        self.tiers = tuple(tiers)
+        self.sender = sender
+        self.cache = cache
+        self.topic_prefix = topic_prefix
+        self.label = label
+        self.topics = [f"{topic_prefix}completions"]
+
+    @property
+    def entries(self) -> list[Entry]:
+        return self.catalog.online(self.tiers)
+
+    def selected(self, entry: Entry, samples: Sequence[Sample]) -> list[Sample]:
+        ev = entry.evaluator
+        out = []
+        for s in samples:
+            if not entry.sampling.selects(s, ev.name):
+                metrics.JUDGE_SKIPPED.labels(ev.name, "sampling").inc()
+            elif ev.needs_reference and not s.reference:
+                metrics.JUDGE_SKIPPED.labels(ev.name, "no_reference").inc()
+            else:
+                out.append(s)
+        return out
+
+    async def judge(self, samples: Sequence[Sample]) -> list[Outcome]:
+        plan = [(e, self.selected(e, samples)) for e in self.entries]
+        if self.cache is not None:  # one embedding call for every cheap evaluator of the batch
+            texts = [t for e, chosen in plan if hasattr(e.evaluator, "texts") for s in chosen
+                     for t in e.evaluator.texts(s)]
+            if texts:
+                await self.cache.prefetch(texts)
+        outcomes: list[Outcome] = []
+        for entry, chosen in plan:
+            for s, j in zip(chosen, await run_evaluator(entry.evaluator, chosen)):
+                outcomes.append(Outcome(s, entry.evaluator, j))
+        return outcomes
+
+    async def handle(self, records: list[Record]) -> list[Rejected]:
+        rejected: list[Rejected] = []
+        completions: dict[str, events_pb2.CompletionEvent] = {}
+        for r in records:
+            try:
+                c = validate_completion(decode(r, events_pb2.CompletionEvent))
+            except UndecodableMessage as exc:
+                rejected.append(Rejected(r, str(exc)))
+                continue
+            completions[c.trace_id] = c     # a trace repeated within a batch is judged once
+        if not completions:
+            return rejected
+        started = time.perf_counter()
+        outcomes = await self.judge([sample_of(c) for c in completions.values()])
+        if outcomes:
+            await self.sender.send_many(events_for(outcomes, completions, self.topic_prefix))
+        observe(outcomes)
+        metrics.JUDGE_LATENCY.labels(self.label).observe(time.perf_counter() - started)
+        now = time.time()
+        for c in completions.values():
+            metrics.JUDGE_DELAY.labels(self.label).observe(max(0.0, now - c.timestamp.ToNanoseconds() / 1e9))
+        return rejected
+
+
+async def judge_once(catalog: Catalog, names: Sequence[str], sample: Sample,
+                     cache: EmbeddingCache | None) -> list[Outcome]:
+    """Run the named evaluators on one sample (the ``Score`` RPC)."""
+    evaluators = [catalog.get(n) for n in names]
+    if cache is not None:
+        texts = [t for ev in evaluators if hasattr(ev, "texts") for t in ev.texts(sample)]
+        if texts:
+            await cache.prefetch(texts)
+    results = await asyncio.gather(*(run_evaluator(ev, [sample]) for ev in evaluators))
+    return [Outcome(sample, ev, js[0]) for ev, js in zip(evaluators, results)]
