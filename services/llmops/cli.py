@@ -435,6 +435,7 @@ def demo(exit_after: bool, max_new_tokens: int) -> None:
             console.print(table)
             hits = sum(r["hit"] for r in results)
             console.print(f"retrieval found the right topic for {hits}/{len(results)} questions")
+            _show_scores(console, client, results)
             out = stack.settings.data_dir / "demo-results.json"
             out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
             console.print(f"results written to {out}")
@@ -447,6 +448,41 @@ def demo(exit_after: bool, max_new_tokens: int) -> None:
     sys.exit(asyncio.run(_up(console, after_start)))
 
 
+CHEAP_SCORES = ("faithfulness", "answer_relevancy", "context_relevancy", "pii", "prompt_injection")
+
+
+def _show_scores(console, client, results: list[dict], timeout_s: float = 30) -> None:
+    """Wait for the online judge's cheap-tier scores of the demo's answers and show them."""
+    import grpc
+    from rich.table import Table
+
+    deadline = time.monotonic() + timeout_s
+    pending = {r["trace_id"]: r for r in results}
+    while pending and time.monotonic() < deadline:
+        for tid, r in list(pending.items()):
+            try:
+                scores = client.get_trace(tid).scores
+            except grpc.RpcError:
+                continue
+            cheap = {sc.name: sc.value for sc in scores if sc.evaluator.endswith(".cheap") or sc.evaluator.startswith("safety.")}
+            if set(CHEAP_SCORES) <= set(cheap):
+                r["scores"] = {sc.evaluator: round(sc.value, 4) for sc in scores if sc.status != 2}
+                del pending[tid]
+        time.sleep(0.3)
+    table = Table(title="online judge scores (cheap tier: MiniLM; safety flags: 1 = found)")
+    for col in ("question", *CHEAP_SCORES):
+        table.add_column(col)
+
+    def cheap_value(scores: dict, metric: str) -> str:
+        return next((f"{v:.2f}" for k, v in scores.items() if k.split(".")[1] == metric and not k.endswith(".llm")), "…")
+
+    for r in results:
+        table.add_row(r["question"][:50], *(cheap_value(r.get("scores", {}), n) for n in CHEAP_SCORES))
+    console.print(table)
+    if pending:
+        console.print(f"[yellow]{len(pending)} answers not scored yet; see `llmops traces`[/]")
+
+
 def _show_first_trace(console, client, trace_id: str) -> None:
     import grpc
 
@@ -454,7 +490,8 @@ def _show_first_trace(console, client, trace_id: str) -> None:
     while True:
         try:
             t = client.get_trace(trace_id)
-            if len(t.spans) >= 4:
+            request_spans = [s for s in t.spans if s.service != "judging"]
+            if len(request_spans) >= 4:
                 break
         except grpc.RpcError:
             pass
@@ -463,8 +500,10 @@ def _show_first_trace(console, client, trace_id: str) -> None:
             return
         time.sleep(0.2)
     names = ", ".join(f"{s.name} ({(s.end_time.ToNanoseconds() - s.start_time.ToNanoseconds()) / 1e6:.0f} ms)"
-                      for s in t.spans)
-    console.print(f"trace {trace_id} is stored with {len(t.spans)} spans: {names}")
+                      for s in request_spans)
+    judged = len(t.spans) - len(request_spans)
+    console.print(f"trace {trace_id} is stored with {len(request_spans)} spans: {names}"
+                  + (f", plus {judged} judge spans" if judged else ""))
     console.print(f"see it with: [bold].venv/bin/llmops trace {trace_id}[/]")
 
 

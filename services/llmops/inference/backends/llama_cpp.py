@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Iterator, Sequence
@@ -37,10 +38,18 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum())
 
 
+def _lower_priority(nice: int) -> None:
+    if nice > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as exc:  # not permitted here: run at normal priority
+            log.warning("could not lower the priority of the model thread: %s", exc)
+
+
 class LlamaCppBackend:
     kind = "llama_cpp"
 
-    def __init__(self, model_path: str, name: str, n_ctx: int = 2048, n_threads: int = 2) -> None:
+    def __init__(self, model_path: str, name: str, n_ctx: int = 2048, n_threads: int = 2, nice: int = 0) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -55,7 +64,10 @@ class LlamaCppBackend:
         bos_text = self.llm.detokenize([bos_id], special=True).decode(errors="ignore") if bos_id >= 0 else ""
         self._formatter = Jinja2ChatFormatter(template, eos_token=self._eos_text, bos_token=bos_text) if template else None
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        # nice > 0: this model yields the CPU to others in the process tree (the judge model runs
+        # beside the request path's model on the same cores)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}",
+                                            initializer=_lower_priority, initargs=(nice,))
 
     # -- protocol ---------------------------------------------------------------------------------
     def limits(self) -> ModelLimits:
