@@ -97,3 +97,34 @@ def test_dead_letter_keeps_the_bytes_and_says_why(kafka, tmp_path):
     assert h["dlq-reason"] == b"not a valid llmops.v1.SpanEvent protobuf"
     assert h["dlq-source-topic"] == s.topic("spans").encode() and h["dlq-source-offset"] == b"42"
     assert h["dlq-consumer-group"] == b"grp" and "traceparent" in h
+
+
+def test_lag_monitor_reports_uncommitted_messages_per_group(kafka, tmp_path):
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from llmops.common import metrics
+    from llmops.common.lag import LagMonitor
+    from tests.support import produce
+
+    s = make_settings(tmp_path, kafka)           # one partition per topic
+    topic = s.topic("completions")
+    produce(kafka, topic, [(b"k", b"v%d" % i, []) for i in range(7)])
+
+    async def run():
+        await ensure_topics(s)
+        c = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=f"{s.topic_prefix}busy", enable_auto_commit=False)
+        c.assign([TopicPartition(topic, 0)])
+        await c.start()
+        await c.commit({TopicPartition(topic, 0): OffsetAndMetadata(5, "")})
+        await c.stop()
+        mon = LagMonitor(s, {f"{s.topic_prefix}busy": [topic], f"{s.topic_prefix}idle": [topic]})
+        await mon.start()
+        try:
+            return await mon.measure()
+        finally:
+            await mon.stop()
+
+    lag = asyncio.run(run())
+    assert lag == {(topic, f"{s.topic_prefix}busy"): 2, (topic, f"{s.topic_prefix}idle"): 7}
+    assert metrics.CONSUMER_LAG.labels(topic, f"{s.topic_prefix}busy")._value.get() == 2

@@ -54,6 +54,11 @@ class EmbeddingCache:
                 self.embedded += len(missing)
         return found
 
+    def cached_texts(self) -> list[str]:
+        """The texts held, least recently used first."""
+        with self._lock:
+            return list(self._vecs)
+
     async def prefetch(self, texts: Iterable[str]) -> None:
         await asyncio.to_thread(self.encode, list(texts))
 

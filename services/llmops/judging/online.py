@@ -191,7 +191,8 @@ class CompletionJudge:
         observe(outcomes)
         metrics.JUDGE_LATENCY.labels(self.label).observe(time.perf_counter() - started)
         now = time.time()
-        for c in completions.values():
+        for tid in {o.sample.trace_id for o in outcomes}:  # only completions this tier judged
+            c = completions[tid]
             metrics.JUDGE_DELAY.labels(self.label).observe(max(0.0, now - c.timestamp.ToNanoseconds() / 1e9))
         return rejected
 
