@@ -88,7 +88,7 @@ async def agreement_table(embedder, judge, items, llm_items: int) -> tuple[list[
         a, _, _ = await agreement(ev, subset)
         rows.append([name, ev.metric, a.n, a.auc, a.pairwise_accuracy, a.errors, time.perf_counter() - t0])
         out[name] = {"auc": a.auc, "accuracy": a.pairwise_accuracy, "n": a.n, "errors": a.errors}
-    labelled = [json.loads(line) for line in (DATA / "safety_labelled.jsonl").read_text().splitlines() if line.strip()]
+    labelled = [json.loads(line) for line in (DATA / "safety_labelled.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     for kind, find in (("pii", safety.find_pii), ("injection", safety.find_injection)):
         acc = sum(bool(find(x["text"])) == x[kind] for x in labelled) / len(labelled)
         rows.append([f"safety.{kind}", "flag", len(labelled), "-", acc, 0, 0.0])
@@ -111,12 +111,12 @@ def _histogram_quantiles(family, tier: str) -> tuple[int, float, float]:
     return int(count), q(0.5), q(0.95)
 
 
-def sustained_lag(duration_s: float) -> tuple[list[list], dict]:
+def sustained_lag(duration_s: float, **overrides) -> tuple[list[list], dict]:
     from llmops.client import Client
     from llmops.supervisor import Stack
     from llmops.v1 import retrieval_pb2
 
-    s = bench_settings()
+    s = bench_settings(**overrides)
     stack = Stack(s, on_progress=lambda m: None)
     asyncio.run(stack.start())
     try:
@@ -140,20 +140,24 @@ def sustained_lag(duration_s: float) -> tuple[list[list], dict]:
         load_s = duration_s
         time.sleep(8)  # let the cheap tier finish the tail and the lag monitor take a reading
         fams = _scrape(s.metrics_port("judging"))
-        rows, extra = [], {"requests": n, "rate_per_s": n / load_s, "p50_request_s": percentile(latencies, 0.5)}
+        p50 = percentile(latencies, 0.5)
+        rows, extra = [], {"requests": n, "rate_per_s": n / load_s, "p50_request_s": p50}
+        setup = "LLM judge off" if overrides.get("judge_backend") == "none" else "LLM judge on (25% sample)"
         for tier, group in (("cheap", "judging"), ("llm", "judging-llm")):
-            count, p50, p95 = _histogram_quantiles(fams["llmops_judge_delay_seconds"], tier)
+            if group not in lags or (tier == "llm" and overrides.get("judge_backend") == "none"):
+                continue
+            count, d50, d95 = _histogram_quantiles(fams["llmops_judge_delay_seconds"], tier)
             max_lag = max(lags[group], default=float("nan"))
             end_lag = lags[group][-1] if lags[group] else float("nan")
-            rows.append([tier, n, n / load_s, count, p50, p95, max_lag, end_lag])
-            extra[tier] = {"judged": count, "delay_p50_s_le": p50, "delay_p95_s_le": p95, "max_lag": max_lag,
+            rows.append([setup, tier, n, n / load_s, p50, count, d50, d95, max_lag, end_lag])
+            extra[tier] = {"judged": count, "delay_p50_s_le": d50, "delay_p95_s_le": d95, "max_lag": max_lag,
                            "lag_at_end_of_load": end_lag}
     finally:
         asyncio.run(stack.stop())
     return rows, extra
 
 
-def run(llm_items: int = 24, load_s: float = 90.0) -> dict:
+def run(llm_items: int = 24, load_s: float = 60.0) -> dict:
     from llmops.inference.backends.llama_cpp import LlamaCppBackend
     from llmops.retrieval.embedder import SentenceTransformerEmbedder
 
@@ -169,11 +173,15 @@ def run(llm_items: int = 24, load_s: float = 90.0) -> dict:
            {"evaluators": aextra, "goal_faithfulness_auc": 0.9,
             "goal_met": aextra["rag.faithfulness.cheap"]["auc"] >= 0.9})
     judge.backend.close()
-    lrows, lextra = sustained_lag(load_s)
-    report("judge_lag", f"Judge lag under sustained load ({load_s:.0f} s of back-to-back RAG requests)",
-           ["tier", "requests", "req/s", "judged", "delay p50 <= s", "delay p95 <= s", "max lag", "lag at end"],
-           lrows, lextra)
-    return {**extra, "agreement": aextra, "lag": lextra}
+    off_rows, off = sustained_lag(load_s, judge_backend="none")
+    on_rows, on = sustained_lag(load_s)
+    ratio = on["p50_request_s"] / off["p50_request_s"]
+    report("judge_lag", f"Judge lag under sustained load ({load_s:.0f} s of back-to-back RAG requests each); "
+           f"request p50 with the LLM judge / without: {ratio:.3f}",
+           ["setup", "tier", "requests", "req/s", "request p50 s", "judged", "delay p50 <= s", "delay p95 <= s",
+            "max lag", "lag at end"], off_rows + on_rows,
+           {"llm_judge_off": off, "llm_judge_on": on, "request_p50_ratio_on_off": ratio})
+    return {**extra, "agreement": aextra, "lag": {"off": off, "on": on, "ratio": ratio}}
 
 
 if __name__ == "__main__":

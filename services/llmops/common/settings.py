@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     )
     judge_model_path: str = Field("", description="GGUF of the judge model. Empty: the inference model (LLMOPS_MODEL_PATH or SmolLM2).")
     judge_threads: int = Field(1, ge=1, description="CPU threads of the embedded judge model.")
-    judge_nice: int = Field(
-        10, ge=0, le=19, description="Niceness of the embedded judge model's thread: the request path gets the CPU first."
+    judge_priority: Literal["idle", "low", "normal"] = Field(
+        "idle", description="CPU priority of the embedded judge model: `idle` runs it only on CPU the request path leaves over."
     )
     judge_config: str = Field("", description="JSON file: online switch, sampling and filters per evaluator; extra rubrics.")
     judge_llm_sample_rate: float = Field(

@@ -36,7 +36,7 @@ class LabelledItem:
 
 def load_labelled(path: str | Path) -> list[LabelledItem]:
     out = []
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
             o = json.loads(line)
             out.append(LabelledItem(o["id"], o["question"], tuple(o["contexts"]), tuple(o["offtopic_contexts"]),

@@ -32,7 +32,8 @@ def load_judge(settings: Settings) -> JudgeModel | None:
     from llmops.inference.backends.llama_cpp import LlamaCppBackend
 
     backend = LlamaCppBackend(settings.resolved_judge_model_path, f"judge:{settings.model_name}",
-                              n_ctx=settings.model_ctx, n_threads=settings.judge_threads, nice=settings.judge_nice)
+                              n_ctx=settings.model_ctx, n_threads=settings.judge_threads,
+                              priority=settings.judge_priority)
     return JudgeModel(backend)
 
 

@@ -38,18 +38,24 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum())
 
 
-def _lower_priority(nice: int) -> None:
-    if nice > 0:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as exc:  # not permitted here: run at normal priority
-            log.warning("could not lower the priority of the model thread: %s", exc)
+def _set_priority(priority: str) -> None:
+    """Scheduling of the model's thread: ``idle`` runs it only when no other thread wants the CPU
+    (Linux SCHED_IDLE), ``low`` is nice 10, ``normal`` leaves it alone."""
+    tid = threading.get_native_id()
+    try:
+        if priority == "idle":
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        elif priority == "low":
+            os.setpriority(os.PRIO_PROCESS, tid, 10)
+    except (OSError, AttributeError) as exc:  # not Linux, or not permitted: normal priority
+        log.warning("could not set %s priority on the model thread: %s", priority, exc)
 
 
 class LlamaCppBackend:
     kind = "llama_cpp"
 
-    def __init__(self, model_path: str, name: str, n_ctx: int = 2048, n_threads: int = 2, nice: int = 0) -> None:
+    def __init__(self, model_path: str, name: str, n_ctx: int = 2048, n_threads: int = 2,
+                 priority: str = "normal") -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -64,10 +70,10 @@ class LlamaCppBackend:
         bos_text = self.llm.detokenize([bos_id], special=True).decode(errors="ignore") if bos_id >= 0 else ""
         self._formatter = Jinja2ChatFormatter(template, eos_token=self._eos_text, bos_token=bos_text) if template else None
         self._lock = threading.Lock()
-        # nice > 0: this model yields the CPU to others in the process tree (the judge model runs
-        # beside the request path's model on the same cores)
+        # a judge model runs beside the request path's model on the same cores: at "idle" it only
+        # gets the CPU the request path leaves over (with one thread, ggml computes on this thread)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}",
-                                            initializer=_lower_priority, initargs=(nice,))
+                                            initializer=_set_priority, initargs=(priority,))
 
     # -- protocol ---------------------------------------------------------------------------------
     def limits(self) -> ModelLimits:
