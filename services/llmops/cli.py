@@ -517,12 +517,12 @@ class _EvalGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-@main.group(cls=_EvalGroup)
-def eval() -> None:  # noqa: A001 - the command's name
+@main.group("eval", cls=_EvalGroup)
+def eval_group() -> None:
     """Offline evaluation: run a dataset through the platform, compare runs."""
 
 
-@eval.command("run")
+@eval_group.command("run")
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", required=True, help="Name of the run (unique).")
 @click.option("--model", default="", help="Model to evaluate (default: the server's default).")
@@ -572,7 +572,7 @@ def _print_run(console, run) -> None:
     console.print(table)
 
 
-@eval.command("list")
+@eval_group.command("list")
 @click.option("--limit", type=int, default=20, show_default=True)
 def eval_list(limit) -> None:
     """List evaluation runs, newest first."""
@@ -581,7 +581,13 @@ def eval_list(limit) -> None:
     from llmops.client import Client
     from llmops.v1 import tracing_pb2
 
-    runs = Client(_settings()).tracing.ListEvalRuns(tracing_pb2.ListEvalRunsRequest(page_size=limit), timeout=10).runs
+    import grpc
+
+    try:
+        runs = Client(_settings()).tracing.ListEvalRuns(tracing_pb2.ListEvalRunsRequest(page_size=limit), timeout=10).runs
+    except grpc.RpcError as exc:
+        _console().print(f"[red]{_rpc_error(exc)}[/]")
+        sys.exit(1)
     table = Table("name", "created", "dataset", "sha256", "model", "prompt", "items", "errors")
     for r in runs:
         table.add_row(r.name, r.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M"), r.dataset, r.dataset_hash[:12],
@@ -589,7 +595,7 @@ def eval_list(limit) -> None:
     _console().print(table)
 
 
-@eval.command("show")
+@eval_group.command("show")
 @click.argument("name")
 def eval_show(name) -> None:
     """Show one run: aggregates and per-item scores."""
@@ -613,7 +619,7 @@ def eval_show(name) -> None:
     console.print(table)
 
 
-@eval.command("compare")
+@eval_group.command("compare")
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--pairwise/--no-pairwise", default=True, show_default=True,
