@@ -210,3 +210,15 @@ def test_llm_tier_lag_is_measured(stack):
                          timeout_s=20, what="the consumer lag gauge of the LLM tier")
     values = [x.value for m in samples for x in m.samples if x.labels["group"] == group]
     assert values and all(v >= 0 for v in values)
+
+
+def test_chat_completion_without_contexts_skips_context_metrics(stack):
+    s, client = stack
+    ev = completion("Paris is the capital of France.", question="What is the capital of France?", contexts=())
+    publish(s, ev)
+    t = wait_until(lambda: (tr := client.get_trace(ev.trace_id)) and {"safety.pii", "rag.answer_relevancy.cheap"}
+                   <= set(scores_by_evaluator(tr)) and tr, timeout_s=30, what="scores of a chat completion")
+    by = scores_by_evaluator(t)
+    assert by["rag.answer_relevancy.cheap"].value > 0.5
+    assert not {"rag.faithfulness.cheap", "rag.context_relevancy.cheap"} & set(by)   # not applicable, not errors
+    assert all(sc.status == common_pb2.SCORE_STATUS_OK for sc in by.values())

@@ -12,7 +12,6 @@ from llmops.tracing.api import check_trace_id
 from llmops.v1 import common_pb2, events_pb2, judging_pb2, judging_pb2_grpc
 
 MAX_TEXT = 100_000
-NEEDS_CONTEXTS = ("faithfulness", "context_relevancy")
 
 
 def _check_text(value: str, field: str, required: bool = True) -> None:
@@ -43,7 +42,7 @@ class JudgingServicer(judging_pb2_grpc.JudgingServiceServicer):
             ev = self.catalog.get(n)
             if ev.needs_reference and not request.reference.strip():
                 raise InvalidArgument(f"evaluator {n!r} needs a reference answer; set reference")
-            if ev.metric in NEEDS_CONTEXTS and not request.contexts:
+            if ev.needs_contexts and not request.contexts:
                 raise InvalidArgument(f"evaluator {n!r} needs contexts; set contexts")
         return names
 
@@ -74,7 +73,8 @@ class JudgingServicer(judging_pb2_grpc.JudgingServiceServicer):
             ev = self.catalog.get(name)
             out.evaluators.add(name=name, version=ev.version, tier=ev.tier, description=ev.description,
                                settings=self.catalog.settings_of(name), metric=ev.metric,
-                               needs_reference=ev.needs_reference, scale=ev.scale)
+                               needs_reference=ev.needs_reference, scale=ev.scale,
+                               needs_contexts=ev.needs_contexts)
         return out
 
     async def Compare(self, request, context):

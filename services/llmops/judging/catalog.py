@@ -73,6 +73,7 @@ class Sampling:
 class ReferenceMetric:
     tier = "reference"
     needs_reference = True
+    needs_contexts = False
     scale = "0-1"
     version = "1"
 
@@ -97,6 +98,7 @@ class SafetyFlag:
     """1.0 when something was found, else 0.0; the explanation lists the findings (masked)."""
     tier = "safety"
     needs_reference = False
+    needs_contexts = False
     scale = "flag"
     version = "1"
 
@@ -158,7 +160,7 @@ class Catalog:
         for name, e in sorted(self.entries.items()):
             ev = e.evaluator
             if ev.tier in ("cheap", "safety") or (ev.tier == "reference" and has_reference):
-                if not has_contexts and ev.metric in ("faithfulness", "context_relevancy"):
+                if ev.needs_contexts and not has_contexts:
                     continue
                 out.append(name)
         return out

@@ -72,6 +72,7 @@ def _cos_matrix(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
 class _EmbeddingEvaluator:
     tier = "cheap"
     needs_reference = False
+    needs_contexts = False
     scale = "0-1"
 
     def __init__(self, cache: EmbeddingCache) -> None:
@@ -97,6 +98,7 @@ def context_sentences(contexts: Sequence[str]) -> list[str]:
 
 
 class Faithfulness(_EmbeddingEvaluator):
+    needs_contexts = True
     name = "rag.faithfulness.cheap"
     metric = "faithfulness"
     version = "2"
@@ -180,6 +182,7 @@ class AnswerRelevancy(_EmbeddingEvaluator):
 
 
 class ContextRelevancy(_EmbeddingEvaluator):
+    needs_contexts = True
     name = "rag.context_relevancy.cheap"
     metric = "context_relevancy"
     version = "1"

@@ -69,6 +69,7 @@ class Evaluator(Protocol):
     tier: str              # one of TIERS
     description: str
     needs_reference: bool
+    needs_contexts: bool   # meaningless without retrieved contexts: skipped online, refused by Score
     scale: str             # "0-1" | "1-5" | "flag"
 
     def settings(self) -> dict[str, str]: ...

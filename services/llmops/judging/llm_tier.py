@@ -24,6 +24,7 @@ CONTEXT_TOKENS = 900
 class _LlmEvaluator:
     tier = "llm"
     needs_reference = False
+    needs_contexts = False
     scale = "0-1"
 
     def __init__(self, judge: JudgeModel) -> None:
@@ -54,6 +55,7 @@ class _LlmEvaluator:
 
 
 class LlmFaithfulness(_LlmEvaluator):
+    needs_contexts = True
     name = "rag.faithfulness.llm"
     metric = "faithfulness"
     version = "1"
@@ -98,6 +100,7 @@ class LlmAnswerRelevancy(_LlmEvaluator):
 
 
 class LlmContextRelevancy(_LlmEvaluator):
+    needs_contexts = True
     name = "rag.context_relevancy.llm"
     metric = "context_relevancy"
     version = "1"

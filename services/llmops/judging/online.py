@@ -155,6 +155,8 @@ class CompletionJudge:
                 metrics.JUDGE_SKIPPED.labels(ev.name, "sampling").inc()
             elif ev.needs_reference and not s.reference:
                 metrics.JUDGE_SKIPPED.labels(ev.name, "no_reference").inc()
+            elif ev.needs_contexts and not s.contexts:   # a chat completion: nothing to be faithful to
+                metrics.JUDGE_SKIPPED.labels(ev.name, "no_contexts").inc()
             else:
                 out.append(s)
         return out

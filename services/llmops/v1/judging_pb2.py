@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmops.v1 import common_pb2 as llmops_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmops/v1/judging.proto\x12\tllmops.v1\x1a\x16llmops/v1/common.proto\"{\n\x0cScoreRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x03 \x03(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x12\n\nevaluators\x18\x05 \x03(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\"1\n\rScoreResponse\x12 \n\x06scores\x18\x01 \x03(\x0b\x32\x10.llmops.v1.Score\"\xf4\x01\n\rEvaluatorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x38\n\x08settings\x18\x05 \x03(\x0b\x32&.llmops.v1.EvaluatorInfo.SettingsEntry\x12\x0e\n\x06metric\x18\x06 \x01(\t\x12\x17\n\x0fneeds_reference\x18\x07 \x01(\x08\x12\r\n\x05scale\x18\x08 \x01(\t\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x15ListEvaluatorsRequest\"F\n\x16ListEvaluatorsResponse\x12,\n\nevaluators\x18\x01 \x03(\x0b\x32\x18.llmops.v1.EvaluatorInfo\"k\n\x0e\x43ompareRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x10\n\x08\x61nswer_a\x18\x02 \x01(\t\x12\x10\n\x08\x61nswer_b\x18\x03 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x04 \x03(\t\x12\x11\n\treference\x18\x05 \x01(\t\"\xba\x01\n\x0f\x43ompareResponse\x12\x0e\n\x06winner\x18\x01 \x01(\t\x12\x12\n\nconsistent\x18\x02 \x01(\x08\x12\x11\n\twinner_ab\x18\x03 \x01(\t\x12\x11\n\twinner_ba\x18\x04 \x01(\t\x12\x0b\n\x03p_a\x18\x05 \x01(\x01\x12\x0b\n\x03p_b\x18\x06 \x01(\x01\x12\r\n\x05p_tie\x18\x07 \x01(\x01\x12\x13\n\x0bjudge_model\x18\x08 \x01(\t\x12\x1f\n\x05usage\x18\t \x01(\x0b\x32\x10.llmops.v1.Usage2\xe5\x01\n\x0eJudgingService\x12:\n\x05Score\x12\x17.llmops.v1.ScoreRequest\x1a\x18.llmops.v1.ScoreResponse\x12U\n\x0eListEvaluators\x12 .llmops.v1.ListEvaluatorsRequest\x1a!.llmops.v1.ListEvaluatorsResponse\x12@\n\x07\x43ompare\x12\x19.llmops.v1.CompareRequest\x1a\x1a.llmops.v1.CompareResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmops/v1/judging.proto\x12\tllmops.v1\x1a\x16llmops/v1/common.proto\"{\n\x0cScoreRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x03 \x03(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x12\n\nevaluators\x18\x05 \x03(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\"1\n\rScoreResponse\x12 \n\x06scores\x18\x01 \x03(\x0b\x32\x10.llmops.v1.Score\"\x8c\x02\n\rEvaluatorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x38\n\x08settings\x18\x05 \x03(\x0b\x32&.llmops.v1.EvaluatorInfo.SettingsEntry\x12\x0e\n\x06metric\x18\x06 \x01(\t\x12\x17\n\x0fneeds_reference\x18\x07 \x01(\x08\x12\r\n\x05scale\x18\x08 \x01(\t\x12\x16\n\x0eneeds_contexts\x18\t \x01(\x08\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x17\n\x15ListEvaluatorsRequest\"F\n\x16ListEvaluatorsResponse\x12,\n\nevaluators\x18\x01 \x03(\x0b\x32\x18.llmops.v1.EvaluatorInfo\"k\n\x0e\x43ompareRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x10\n\x08\x61nswer_a\x18\x02 \x01(\t\x12\x10\n\x08\x61nswer_b\x18\x03 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x04 \x03(\t\x12\x11\n\treference\x18\x05 \x01(\t\"\xba\x01\n\x0f\x43ompareResponse\x12\x0e\n\x06winner\x18\x01 \x01(\t\x12\x12\n\nconsistent\x18\x02 \x01(\x08\x12\x11\n\twinner_ab\x18\x03 \x01(\t\x12\x11\n\twinner_ba\x18\x04 \x01(\t\x12\x0b\n\x03p_a\x18\x05 \x01(\x01\x12\x0b\n\x03p_b\x18\x06 \x01(\x01\x12\r\n\x05p_tie\x18\x07 \x01(\x01\x12\x13\n\x0bjudge_model\x18\x08 \x01(\t\x12\x1f\n\x05usage\x18\t \x01(\x0b\x32\x10.llmops.v1.Usage2\xe5\x01\n\x0eJudgingService\x12:\n\x05Score\x12\x17.llmops.v1.ScoreRequest\x1a\x18.llmops.v1.ScoreResponse\x12U\n\x0eListEvaluators\x12 .llmops.v1.ListEvaluatorsRequest\x1a!.llmops.v1.ListEvaluatorsResponse\x12@\n\x07\x43ompare\x12\x19.llmops.v1.CompareRequest\x1a\x1a.llmops.v1.CompareResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,17 +39,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCORERESPONSE']._serialized_start=187
   _globals['_SCORERESPONSE']._serialized_end=236
   _globals['_EVALUATORINFO']._serialized_start=239
-  _globals['_EVALUATORINFO']._serialized_end=483
-  _globals['_EVALUATORINFO_SETTINGSENTRY']._serialized_start=436
-  _globals['_EVALUATORINFO_SETTINGSENTRY']._serialized_end=483
-  _globals['_LISTEVALUATORSREQUEST']._serialized_start=485
-  _globals['_LISTEVALUATORSREQUEST']._serialized_end=508
-  _globals['_LISTEVALUATORSRESPONSE']._serialized_start=510
-  _globals['_LISTEVALUATORSRESPONSE']._serialized_end=580
-  _globals['_COMPAREREQUEST']._serialized_start=582
-  _globals['_COMPAREREQUEST']._serialized_end=689
-  _globals['_COMPARERESPONSE']._serialized_start=692
-  _globals['_COMPARERESPONSE']._serialized_end=878
-  _globals['_JUDGINGSERVICE']._serialized_start=881
-  _globals['_JUDGINGSERVICE']._serialized_end=1110
+  _globals['_EVALUATORINFO']._serialized_end=507
+  _globals['_EVALUATORINFO_SETTINGSENTRY']._serialized_start=460
+  _globals['_EVALUATORINFO_SETTINGSENTRY']._serialized_end=507
+  _globals['_LISTEVALUATORSREQUEST']._serialized_start=509
+  _globals['_LISTEVALUATORSREQUEST']._serialized_end=532
+  _globals['_LISTEVALUATORSRESPONSE']._serialized_start=534
+  _globals['_LISTEVALUATORSRESPONSE']._serialized_end=604
+  _globals['_COMPAREREQUEST']._serialized_start=606
+  _globals['_COMPAREREQUEST']._serialized_end=713
+  _globals['_COMPARERESPONSE']._serialized_start=716
+  _globals['_COMPARERESPONSE']._serialized_end=902
+  _globals['_JUDGINGSERVICE']._serialized_start=905
+  _globals['_JUDGINGSERVICE']._serialized_end=1134
 # @@protoc_insertion_point(module_scope)

@@ -30,7 +30,7 @@ class ScoreResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ...) -> None: ...
 
 class EvaluatorInfo(_message.Message):
-    __slots__ = ("name", "version", "tier", "description", "settings", "metric", "needs_reference", "scale")
+    __slots__ = ("name", "version", "tier", "description", "settings", "metric", "needs_reference", "scale", "needs_contexts")
     class SettingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class EvaluatorInfo(_message.Message):
     METRIC_FIELD_NUMBER: _ClassVar[int]
     NEEDS_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     tier: str
@@ -54,7 +55,8 @@ class EvaluatorInfo(_message.Message):
     metric: str
     needs_reference: bool
     scale: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[str] = ..., description: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., metric: _Optional[str] = ..., needs_reference: bool = ..., scale: _Optional[str] = ...) -> None: ...
+    needs_contexts: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[str] = ..., description: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., metric: _Optional[str] = ..., needs_reference: bool = ..., scale: _Optional[str] = ..., needs_contexts: bool = ...) -> None: ...
 
 class ListEvaluatorsRequest(_message.Message):
     __slots__ = ()
