@@ -8,16 +8,17 @@ from llmops.common.runtime import ServiceParts
 from llmops.common.settings import Settings
 from llmops.common.topics import ensure_topics
 from llmops.inference.api import InferenceServicer
-from llmops.inference.backends.llama_cpp import LlamaCppBackend
+from llmops.inference.backends import BackendSpec, open_backend
+from llmops.inference.backends.protocol import ModelBackend
 from llmops.inference.engine import InferenceEngine
 from llmops.inference.prompts import PromptRegistry
 from llmops.inference.retrieval_client import GrpcRetrievalClient
 from llmops.v1 import inference_pb2, inference_pb2_grpc
 
 
-def load_backend(settings: Settings) -> LlamaCppBackend:
-    return LlamaCppBackend(settings.resolved_model_path, settings.model_name, n_ctx=settings.model_ctx,
-                           n_threads=settings.model_threads)
+def load_backend(settings: Settings) -> ModelBackend:
+    return open_backend(BackendSpec("llama_cpp", settings.model_name, settings.resolved_model_path,
+                                    n_ctx=settings.model_ctx, n_threads=settings.model_threads))
 
 
 async def build(settings: Settings) -> ServiceParts:

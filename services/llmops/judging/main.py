@@ -14,6 +14,7 @@ from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
+from llmops.inference.backends import BackendSpec, open_backend
 from llmops.judging.api import JudgingServicer
 from llmops.judging.catalog import build_catalog, load_config
 from llmops.judging.embedding_tier import EmbeddingCache
@@ -27,14 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def load_judge(settings: Settings) -> JudgeModel | None:
+    """The judge model: any backend :func:`open_backend` knows (``LLMOPS_JUDGE_BACKEND``)."""
     if settings.judge_backend == "none":
         return None
-    from llmops.inference.backends.llama_cpp import LlamaCppBackend
-
-    backend = LlamaCppBackend(settings.resolved_judge_model_path, f"judge:{settings.model_name}",
-                              n_ctx=settings.model_ctx, n_threads=settings.judge_threads,
-                              priority=settings.judge_priority)
-    return JudgeModel(backend)
+    spec = BackendSpec(settings.judge_backend, f"judge:{settings.model_name}", settings.resolved_judge_model_path,
+                       n_ctx=settings.model_ctx, n_threads=settings.judge_threads, priority=settings.judge_priority)
+    return JudgeModel(open_backend(spec))
 
 
 async def build(settings: Settings) -> ServiceParts:
