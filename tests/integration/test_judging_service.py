@@ -210,6 +210,12 @@ def test_llm_tier_lag_is_measured(stack):
                          timeout_s=20, what="the consumer lag gauge of the LLM tier")
     values = [x.value for m in samples for x in m.samples if x.labels["group"] == group]
     assert values and all(v >= 0 for v in values)
+    # the tracing service measures its own group, on each of the four topics it consumes
+    tracing_group = f"{s.topic_prefix}tracing"
+    topics = wait_until(lambda: {x.labels["topic"] for m in metrics.REGISTRY.collect()
+                                 if m.name == "llmops_consumer_lag_messages" for x in m.samples
+                                 if x.labels["group"] == tracing_group} or None, timeout_s=20, what="tracing lag")
+    assert topics == {s.topic(t) for t in ("spans", "completions", "scores", "feedback")}
 
 
 def test_chat_completion_without_contexts_skips_context_metrics(stack):

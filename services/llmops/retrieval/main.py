@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from llmops.common.bus import DeadLetterQueue, EventBus
+from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
@@ -33,4 +34,5 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, app,
         register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s.server),
         service_names=[retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name],
+        companions=[LagMonitor(settings, {app.conf.id: [settings.topic("documents")]})],
     )

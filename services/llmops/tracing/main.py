@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from llmops.common.bus import DeadLetterQueue, EventBus
+from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
@@ -25,5 +26,5 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, app,
         register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),
         service_names=[tracing_pb2.DESCRIPTOR.services_by_name["TracingService"].full_name],
-        close=store.close,
+        close=store.close, companions=[LagMonitor(settings, {app.conf.id: ingestor.topics})],
     )
