@@ -96,6 +96,26 @@ async def agreement_table(embedder, judge, items, llm_items: int) -> tuple[list[
     return rows, out
 
 
+async def faithfulness_sensitivity(embedder, items) -> tuple[list[list], dict]:
+    """The cheap faithfulness's constants were chosen on the labelled set that measures it; this
+    shows how much the AUC depends on them, on the whole set and on its two halves."""
+    from llmops.judging.embedding_tier import Faithfulness
+
+    cache = EmbeddingCache(embedder)
+    variants = [("default", {}), ("no semantic part", {"semantic_weight": 0.0}),
+                ("semantic weight 0.4", {"semantic_weight": 0.4}),
+                ("penalties 0.2 / 0.5", {"number_penalty": 0.2, "name_penalty": 0.5}),
+                ("no number/name penalties", {"number_penalty": 1.0, "name_penalty": 1.0}),
+                ("window 1 sentence", {"window": 1}), ("window 3 sentences", {"window": 3})]
+    rows, out = [], {}
+    for label, kw in variants:
+        ev = Faithfulness(cache, **kw)
+        aucs = [(await agreement(ev, part))[0].auc for part in (items, items[::2], items[1::2])]
+        rows.append([label, *aucs])
+        out[label] = aucs
+    return rows, out
+
+
 def _scrape(port: int) -> dict:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
@@ -172,6 +192,9 @@ def run(llm_items: int = 24, load_s: float = 60.0) -> dict:
            ["evaluator", "metric", "pairs", "AUC", "accuracy", "errors", "seconds"], arows,
            {"evaluators": aextra, "goal_faithfulness_auc": 0.9,
             "goal_met": aextra["rag.faithfulness.cheap"]["auc"] >= 0.9})
+    srows, sextra = asyncio.run(faithfulness_sensitivity(embedder, items))
+    report("judge_faithfulness_sensitivity", "Cheap faithfulness AUC by setting (all items, even, odd)",
+           ["setting", "AUC all", "AUC even items", "AUC odd items"], srows, {"variants": sextra})
     judge.backend.close()
     off_rows, off = sustained_lag(load_s, judge_backend="none")
     on_rows, on = sustained_lag(load_s)
