@@ -114,6 +114,9 @@ class Settings(BaseSettings):
         0.25, ge=0.0, le=1.0, description="Share of completions the online LLM-tier evaluators judge (unless configured)."
     )
     judge_batch_size: int = Field(64, ge=1, description="Completions the cheap tier judges per batch.")
+    judge_yield_s: float = Field(
+        30.0, ge=0.0, description="Longest a judge call waits for generations of an inference service on the same host and data dir to finish; 0: never waits."
+    )
 
     @field_validator("topic_prefix")
     @classmethod
@@ -154,6 +157,11 @@ class Settings(BaseSettings):
     @property
     def resolved_judge_model_path(self) -> str:
         return self.judge_model_path or self.resolved_model_path
+
+    @property
+    def busy_signal_path(self) -> Path:
+        """Lock file by which local judge calls yield to generations (same host and data dir)."""
+        return self.data_dir / "inference.busy"
 
     @property
     def resolved_vector_db(self) -> Path:

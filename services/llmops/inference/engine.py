@@ -4,10 +4,11 @@ except the event protobufs that are the platform's contract."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, ContextManager, Protocol
 
 from google.protobuf.message import Message
 
@@ -84,7 +85,8 @@ class _Prepared:
 
 class InferenceEngine:
     def __init__(self, backends: dict[str, ModelBackend], default_model: str, prompts: PromptRegistry,
-                 retrieval: RetrievalClient | None, publisher: Publisher, topic_prefix: str = "llmops.") -> None:
+                 retrieval: RetrievalClient | None, publisher: Publisher, topic_prefix: str = "llmops.",
+                 busy: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
         if default_model not in backends:
             raise ValueError(f"default model {default_model!r} is not among the backends")
         self.backends = backends
@@ -94,6 +96,7 @@ class InferenceEngine:
         self.publisher = publisher
         self.spans_topic = f"{topic_prefix}spans"
         self.completions_topic = f"{topic_prefix}completions"
+        self.busy = busy   # held while a request runs (see llmops.common.busy): local judges wait for it
 
     def backend(self, name: str) -> ModelBackend:
         name = name or self.default_model
@@ -179,6 +182,8 @@ class InferenceEngine:
                              model=req.model or self.default_model, session_id=req.session_id,
                              user_id=req.user_id, rag=req.retrieval is not None)
             error: BaseException | None = None
+            busy = self.busy()
+            busy.__enter__()
             try:
                 prep = await self._prepare(req, rec, root.span_id)
                 gen_span = rec.start("generation", root.span_id, model=prep.backend.name,
@@ -217,6 +222,7 @@ class InferenceEngine:
                 error = exc
                 raise
             finally:
+                busy.__exit__(None, None, None)
                 rec.close_open(error)
                 self._publish_spans(rec, root.span_id)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from llmops.common.bus import EventBus
+from llmops.common.busy import BusySignal
 from llmops.common.runtime import ServiceParts
 from llmops.common.settings import Settings
 from llmops.common.topics import ensure_topics
@@ -26,7 +27,9 @@ async def build(settings: Settings) -> ServiceParts:
     prompts = PromptRegistry(settings.resolved_prompt_db)
     bus = EventBus(settings)
     retrieval = GrpcRetrievalClient(settings.grpc_target("retrieval"))
-    engine = InferenceEngine({backend.name: backend}, backend.name, prompts, retrieval, bus, settings.topic_prefix)
+    busy = BusySignal(settings.busy_signal_path)
+    engine = InferenceEngine({backend.name: backend}, backend.name, prompts, retrieval, bus, settings.topic_prefix,
+                             busy=busy.busy)
     servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens)
     ready = asyncio.Event()
 

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from llmops.common.busy import BusySignal
 from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend
 from llmops.judging.evaluator import JudgeCall
 
@@ -37,8 +38,11 @@ class Choice:
 
 
 class JudgeModel:
-    def __init__(self, backend: ModelBackend, max_prompt_tokens: int | None = None) -> None:
+    def __init__(self, backend: ModelBackend, max_prompt_tokens: int | None = None,
+                 yield_to: BusySignal | None = None, max_wait_s: float = 30.0) -> None:
         self.backend = backend
+        self.yield_to = yield_to        # wait for local generations to finish before each call
+        self.max_wait_s = max_wait_s
         limits = backend.limits()
         self.max_prompt_tokens = max_prompt_tokens or max(256, limits.max_input_tokens - 200)
 
@@ -66,10 +70,16 @@ class JudgeModel:
         return " ".join(words[:lo]) + " …"
 
     async def _call(self, prompt: str, params: GenerationParams, purpose: str) -> tuple[Generation, JudgeCall]:
+        if self.backend.count_tokens(prompt) + params.max_new_tokens > self.backend.limits().max_total_tokens:
+            raise JudgeError(f"judge prompt for {purpose} does not fit the judge model's context")
+        if self.yield_to is None or self.max_wait_s <= 0:
+            return await self._timed_call(prompt, params, purpose)
+        async with self.yield_to.idle(self.max_wait_s):
+            return await self._timed_call(prompt, params, purpose)
+
+    async def _timed_call(self, prompt: str, params: GenerationParams, purpose: str) -> tuple[Generation, JudgeCall]:
         start = time.time_ns()
         try:
-            if self.backend.count_tokens(prompt) + params.max_new_tokens > self.backend.limits().max_total_tokens:
-                raise JudgeError(f"judge prompt for {purpose} does not fit the judge model's context")
             gen = await self.backend.generate(prompt, params)
         except Exception as exc:
             call = JudgeCall(purpose, self.name, start, time.time_ns(), 0, 0, f"{type(exc).__name__}: {exc}")

@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from llmops.common.bus import DeadLetterQueue, EventBus
+from llmops.common.busy import BusySignal
 from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
@@ -33,7 +34,8 @@ def load_judge(settings: Settings) -> JudgeModel | None:
         return None
     spec = BackendSpec(settings.judge_backend, f"judge:{settings.model_name}", settings.resolved_judge_model_path,
                        n_ctx=settings.model_ctx, n_threads=settings.judge_threads, priority=settings.judge_priority)
-    return JudgeModel(open_backend(spec))
+    return JudgeModel(open_backend(spec), yield_to=BusySignal(settings.busy_signal_path),
+                      max_wait_s=settings.judge_yield_s)
 
 
 async def build(settings: Settings) -> ServiceParts:
