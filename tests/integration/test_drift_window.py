@@ -1,0 +1,65 @@
+"""The drift window report on real Evidently: a stationary window shows no drift, a shifted one
+shows which features drifted, for each embedding-drift method; the report is saved."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmops.drift.features import CATEGORICAL, NUMERIC, completion_features
+from llmops.drift.window_report import EMBEDDING_METHODS, window_drift
+from llmops.v1 import common_pb2, events_pb2
+
+
+def frame(rng, n, shift=0.0):
+    return pd.DataFrame({
+        "prompt_chars": rng.normal(120 + 80 * shift, 15, n), "answer_chars": rng.normal(300, 40, n),
+        "prompt_tokens": rng.normal(60, 8, n), "completion_tokens": rng.normal(48, 6, n),
+        "latency_ms": rng.normal(1200, 100, n), "retrieval_top_score": rng.normal(0.6 - 0.3 * shift, 0.05, n),
+        "finish_reason": rng.choice(["length", "eos_token"], n, p=[0.3, 0.7]),
+    })
+
+
+TOPICS = np.random.default_rng(99).normal(size=(2, 32))
+TOPICS /= np.linalg.norm(TOPICS, axis=1, keepdims=True)
+
+
+def embeddings(rng, n, shift=0.0):
+    """Unit vectors, like sentence embeddings: a dense topic direction plus noise; ``shift`` moves
+    the traffic from the first topic to the second."""
+    topic = (1.0 - shift) * TOPICS[0] + shift * TOPICS[1]
+    v = topic * 4.0 + rng.normal(0.0, 1.0, (n, TOPICS.shape[1]))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("method", EMBEDDING_METHODS)
+def test_stationary_window_is_quiet_and_a_shifted_one_is_not(method, tmp_path):
+    rng = np.random.default_rng(7)
+    ref, ref_e = frame(rng, 300), embeddings(rng, 300)
+    same = window_drift(ref, frame(rng, 200), numeric=NUMERIC, categorical=CATEGORICAL, reference_embeddings=ref_e,
+                        current_embeddings=embeddings(rng, 200), method=method)
+    assert not same.dataset_drift and same.drift_share < 0.5
+    assert same.embedding is not None and not same.embedding.drifted, same.embedding
+    shifted = window_drift(ref, frame(rng, 200, shift=1.0), numeric=NUMERIC, categorical=CATEGORICAL,
+                           reference_embeddings=ref_e, current_embeddings=embeddings(rng, 200, shift=1.0),
+                           method=method, save_to=tmp_path / "window-1")
+    assert {"prompt_chars", "retrieval_top_score"} <= set(shifted.drifted_features)
+    assert "latency_ms" not in shifted.drifted_features
+    assert shifted.embedding.drifted and shifted.embedding.value > shifted.embedding.threshold
+    pc = next(f for f in shifted.features if f.feature == "prompt_chars")
+    assert "p_value" in pc.method and pc.value < pc.threshold
+    assert shifted.report_html.stat().st_size > 10_000 and shifted.report_json.stat().st_size > 100
+
+
+def test_unknown_method_is_refused():
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match="unknown embedding drift method 'nope'"):
+        window_drift(frame(rng, 50), frame(rng, 50), numeric=NUMERIC, reference_embeddings=embeddings(rng, 50),
+                     current_embeddings=embeddings(rng, 50), method="nope")
+
+
+def test_completion_features():
+    c = events_pb2.CompletionEvent(prompt="abc", answer="hello", latency_ms=12.5, finish_reason="",
+                                   usage=common_pb2.Usage(prompt_tokens=3, completion_tokens=2), retrieval_top_score=0.4)
+    f = completion_features(c)
+    assert f == {"prompt_chars": 3.0, "answer_chars": 5.0, "prompt_tokens": 3.0, "completion_tokens": 2.0,
+                 "latency_ms": 12.5, "retrieval_top_score": 0.4, "finish_reason": "unknown"}
+    assert set(f) == set(NUMERIC) | set(CATEGORICAL)
