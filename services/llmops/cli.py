@@ -282,10 +282,7 @@ def traces(limit, session, user, model, score_name, min_score, max_score) -> Non
     for col in ("trace id", "start", "model", "latency ms", "tokens", "spans", "scores", "prompt"):
         table.add_column(col)
     for t in resp.traces:
-        shown = {}
-        for sc in t.scores:  # one value per score name; the cheap tier's when both tiers scored
-            if sc.status != 2 and (sc.name not in shown or sc.evaluator.endswith(".cheap")):
-                shown[sc.name] = sc.value
+        shown = _score_values(t.scores)
         table.add_row(t.trace_id, t.start_time.ToDatetime().strftime("%H:%M:%S"), t.model, f"{t.latency_ms:.0f}",
                       f"{t.usage.prompt_tokens}→{t.usage.completion_tokens}", str(t.span_count),
                       " ".join(f"{k[:12]}={v:.2f}" for k, v in sorted(shown.items())), t.prompt[:40])
@@ -448,6 +445,15 @@ def demo(exit_after: bool, max_new_tokens: int) -> None:
     sys.exit(asyncio.run(_up(console, after_start)))
 
 
+def _score_values(scores) -> dict[str, float]:
+    """One value per score name (OK scores only); the cheap tier's when both tiers wrote one."""
+    out: dict[str, float] = {}
+    for sc in scores:
+        if sc.status != 2 and (sc.name not in out or not sc.evaluator.endswith(".llm")):
+            out[sc.name] = sc.value
+    return out
+
+
 CHEAP_SCORES = ("faithfulness", "answer_relevancy", "context_relevancy", "pii", "prompt_injection")
 
 
@@ -458,26 +464,24 @@ def _show_scores(console, client, results: list[dict], timeout_s: float = 30) ->
 
     deadline = time.monotonic() + timeout_s
     pending = {r["trace_id"]: r for r in results}
+    shown: dict[str, dict[str, float]] = {}
     while pending and time.monotonic() < deadline:
         for tid, r in list(pending.items()):
             try:
                 scores = client.get_trace(tid).scores
             except grpc.RpcError:
                 continue
-            cheap = {sc.name: sc.value for sc in scores if sc.evaluator.endswith(".cheap") or sc.evaluator.startswith("safety.")}
-            if set(CHEAP_SCORES) <= set(cheap):
+            if set(CHEAP_SCORES) <= {sc.name for sc in scores if not sc.evaluator.endswith(".llm")}:
                 r["scores"] = {sc.evaluator: round(sc.value, 4) for sc in scores if sc.status != 2}
+                shown[tid] = _score_values(scores)
                 del pending[tid]
         time.sleep(0.3)
     table = Table(title="online judge scores (cheap tier: MiniLM; safety flags: 1 = found)")
     for col in ("question", *CHEAP_SCORES):
         table.add_column(col)
-
-    def cheap_value(scores: dict, metric: str) -> str:
-        return next((f"{v:.2f}" for k, v in scores.items() if k.split(".")[1] == metric and not k.endswith(".llm")), "…")
-
     for r in results:
-        table.add_row(r["question"][:50], *(cheap_value(r.get("scores", {}), n) for n in CHEAP_SCORES))
+        values = shown.get(r["trace_id"], {})
+        table.add_row(r["question"][:50], *(f"{values[n]:.2f}" if n in values else "…" for n in CHEAP_SCORES))
     console.print(table)
     if pending:
         console.print(f"[yellow]{len(pending)} answers not scored yet; see `llmops traces`[/]")

@@ -177,13 +177,11 @@ class InferenceEngine:
         trace_id = req.parent[0] if req.parent else new_trace_id()
         rec = SpanRecorder(trace_id, "inference")
         t0 = time.perf_counter()
-        with trace_context(trace_id):
+        with trace_context(trace_id), self.busy():
             root = rec.start("generate_stream" if stream else "generate", req.parent[1] if req.parent else "",
                              model=req.model or self.default_model, session_id=req.session_id,
                              user_id=req.user_id, rag=req.retrieval is not None)
             error: BaseException | None = None
-            busy = self.busy()
-            busy.__enter__()
             try:
                 prep = await self._prepare(req, rec, root.span_id)
                 gen_span = rec.start("generation", root.span_id, model=prep.backend.name,
@@ -222,7 +220,6 @@ class InferenceEngine:
                 error = exc
                 raise
             finally:
-                busy.__exit__(None, None, None)
                 rec.close_open(error)
                 self._publish_spans(rec, root.span_id)
 

@@ -197,7 +197,6 @@ class ContextRelevancy(_EmbeddingEvaluator):
         q = vecs[sample.question]
         per = []
         for c in sample.contexts:
-            sents = [s for s in split_sentences(c) if s in vecs] or []
-            per.append(max((float(q @ vecs[s]) for s in sents), default=0.0))
+            per.append(max((float(q @ vecs[s]) for s in split_sentences(c) if s in vecs), default=0.0))
         value = clip01(float(np.mean(per)))
         return Judgement(value, "per context: " + ", ".join(f"{p:.2f}" for p in per))

@@ -29,12 +29,7 @@ class JudgeError(RuntimeError):
 @dataclass
 class Choice:
     probs: dict[str, float]        # normalised over the choices
-    mass: float                    # probability the model put on any choice at all
     calls: list[JudgeCall]
-
-    @property
-    def best(self) -> str:
-        return max(self.probs, key=self.probs.get)
 
 
 class JudgeModel:
@@ -107,7 +102,7 @@ class JudgeModel:
         total = sum(mass.values())
         if total <= 0:
             raise JudgeError(f"the judge put no probability on any of {sorted(choices)} for {purpose}", call)
-        return Choice({k: v / total for k, v in mass.items()}, total, [call])
+        return Choice({k: v / total for k, v in mass.items()}, [call])
 
     async def yes_probability(self, prompt: str, purpose: str) -> Choice:
         return await self.choose(prompt, {"yes": ("yes", "y"), "no": ("no", "n")}, purpose)

@@ -42,6 +42,15 @@ def sample_of(c: events_pb2.CompletionEvent) -> Sample:
                   prompt_version=c.prompt_version, metadata=dict(c.metadata))
 
 
+async def prefetch(cache: EmbeddingCache | None, plan: Sequence[tuple[Evaluator, Sequence[Sample]]]) -> None:
+    """One embedding call for everything the embedding evaluators of ``plan`` will need."""
+    if cache is None:
+        return
+    texts = [t for ev, samples in plan if hasattr(ev, "texts") for s in samples for t in ev.texts(s)]
+    if texts:
+        await cache.prefetch(texts)
+
+
 async def run_evaluator(ev: Evaluator, samples: Sequence[Sample]) -> list[Judgement]:
     """The evaluator's judgements; an evaluator that raises gives an error judgement per sample."""
     if not samples:
@@ -163,11 +172,7 @@ class CompletionJudge:
 
     async def judge(self, samples: Sequence[Sample]) -> list[Outcome]:
         plan = [(e, self.selected(e, samples)) for e in self.entries]
-        if self.cache is not None:  # one embedding call for every cheap evaluator of the batch
-            texts = [t for e, chosen in plan if hasattr(e.evaluator, "texts") for s in chosen
-                     for t in e.evaluator.texts(s)]
-            if texts:
-                await self.cache.prefetch(texts)
+        await prefetch(self.cache, [(e.evaluator, chosen) for e, chosen in plan])
         outcomes: list[Outcome] = []
         for entry, chosen in plan:
             for s, j in zip(chosen, await run_evaluator(entry.evaluator, chosen)):
@@ -203,9 +208,6 @@ async def judge_once(catalog: Catalog, names: Sequence[str], sample: Sample,
                      cache: EmbeddingCache | None) -> list[Outcome]:
     """Run the named evaluators on one sample (the ``Score`` RPC)."""
     evaluators = [catalog.get(n) for n in names]
-    if cache is not None:
-        texts = [t for ev in evaluators if hasattr(ev, "texts") for t in ev.texts(sample)]
-        if texts:
-            await cache.prefetch(texts)
+    await prefetch(cache, [(ev, [sample]) for ev in evaluators])
     results = await asyncio.gather(*(run_evaluator(ev, [sample]) for ev in evaluators))
     return [Outcome(sample, ev, js[0]) for ev, js in zip(evaluators, results)]
