@@ -20,6 +20,7 @@ SERVICE_MODULES = {
     "retrieval": "llmops.retrieval.main",
     "tracing": "llmops.tracing.main",
     "judging": "llmops.judging.main",
+    "drift": "llmops.drift.main",
 }
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".html", ".htm", ".json", ".csv", ".yaml", ".yml", ".toml"}
 
@@ -46,6 +47,16 @@ def main() -> None:
 
 
 # -- running ------------------------------------------------------------------------------------
+def _register_drift_commands() -> None:
+    from llmops.drift.cli import drift_group, retrain_listener
+
+    main.add_command(drift_group)
+    main.add_command(retrain_listener)
+
+
+_register_drift_commands()
+
+
 @main.command()
 @click.argument("service", type=click.Choice(sorted(SERVICE_MODULES)))
 def serve(service: str) -> None:
@@ -437,12 +448,58 @@ def demo(exit_after: bool, max_new_tokens: int) -> None:
             out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
             console.print(f"results written to {out}")
             _show_first_trace(console, client, first)
-            return True
+            return _show_drift(console, client, stack.settings, stop)
 
         ok = await asyncio.to_thread(run_demo)
         return ok and not exit_after
 
+    # small windows and a short join wait, so the drift scenario shows within a minute or two
+    os.environ.setdefault("LLMOPS_DRIFT_WINDOW_SIZE", "20")
+    os.environ.setdefault("LLMOPS_DRIFT_JOIN_WAIT_S", "5")
     sys.exit(asyncio.run(_up(console, after_start)))
+
+
+def _show_drift(console, client, settings, stop, max_new_tokens: int = 16, timeout_s: float = 240) -> bool:
+    """The end of the demo: complete the drift monitor's reference window with more English
+    questions about Python, then shift to Korean questions about cooking, and show the drift
+    summary and the retrain event the shift fires."""
+    from llmops.demo import QUESTIONS
+    from llmops.drift.cli import print_retrain, print_status
+    from llmops.drift.workloads import korean_prompts, python_prompts, stream
+    from llmops.v1 import drift_pb2
+
+    window = settings.drift_window_size
+    phases = (("English questions about Python", stream(python_prompts(), max(0, window - len(QUESTIONS)), seed=7)),
+              ("Korean questions about cooking (the shift)", stream(korean_prompts(), 2 * window, seed=8)))
+    console.print(f"[bold]drift[/]: the first {window} completions are the reference window of monitor 'default'; "
+                  f"then the traffic shifts")
+    for label, prompts in phases:
+        t0 = time.monotonic()
+        for p in prompts:
+            if stop.is_set():
+                return False
+            client.generate(p, rag=True, max_new_tokens=max_new_tokens)
+        console.print(f"  sent {len(prompts)} {label} in {time.monotonic() - t0:.0f}s")
+    deadline = time.monotonic() + timeout_s
+    events = []
+    while not events and time.monotonic() < deadline and not stop.is_set():
+        events = list(client.drift.ListRetrainEvents(drift_pb2.ListRetrainEventsRequest(), timeout=10).events)
+        time.sleep(1)
+    monitors = client.drift.GetStatus(drift_pb2.GetStatusRequest(), timeout=10).monitors
+    print_status(console, monitors)
+    summary = {"windows": [{"report_id": w.report_id, "drift": w.drift_detected, "share": w.drift_share,
+                            "drifted": [f.feature for f in w.features if f.drifted], "report": w.report_path}
+                           for m in monitors for w in m.recent_windows]}
+    if events:
+        print_retrain(console, events[0])
+        summary["retrain_event"] = {"id": events[0].id, "monitor": events[0].monitor, "reason": events[0].reason,
+                                    "evidence": [f.feature for f in events[0].evidence],
+                                    "trace_ids": list(events[0].trace_ids)}
+        console.print("`llmops retrain-listener --out DIR` turns such events into training-candidate datasets")
+    else:
+        console.print(f"[yellow]no retrain event within {timeout_s:.0f}s[/]")
+    (settings.data_dir / "demo-drift.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return True
 
 
 def _score_values(scores) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 
 from llmops.common.settings import Settings
-from llmops.v1 import (inference_pb2, inference_pb2_grpc, judging_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc,
+from llmops.v1 import (drift_pb2_grpc, inference_pb2, inference_pb2_grpc, judging_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc,
                        tracing_pb2, tracing_pb2_grpc)
 
 
@@ -36,6 +36,10 @@ class Client:
     @property
     def judging(self) -> judging_pb2_grpc.JudgingServiceStub:
         return judging_pb2_grpc.JudgingServiceStub(self.channel("judging"))
+
+    @property
+    def drift(self) -> drift_pb2_grpc.DriftServiceStub:
+        return drift_pb2_grpc.DriftServiceStub(self.channel("drift"))
 
     def generate(self, prompt: str, *, rag: bool = False, max_new_tokens: int | None = None, model: str = "",
                  collection: str = "", top_k: int = 3, timeout: float = 300, **fields) -> inference_pb2.GenerateResponse:

@@ -20,7 +20,7 @@ from llmops.common.broker import EmbeddedBroker, wait_for_kafka
 from llmops.common.settings import Settings
 
 #: services that exist so far, in start order (retrieval before inference, which calls it)
-IMPLEMENTED = ("retrieval", "tracing", "judging", "inference")
+IMPLEMENTED = ("retrieval", "tracing", "judging", "drift", "inference")
 
 
 class StackError(RuntimeError):

@@ -76,10 +76,34 @@ CONSUMER_LAG = Gauge(
     "llmops_consumer_lag_messages", "Messages not yet committed by a consumer group", ["topic", "group"],
     registry=REGISTRY,
 )
+DRIFT_JOINED = Counter(
+    "llmops_drift_joined_total", "Events the drift join closed, by outcome (new completion, merged late score, orphan score)",
+    ["outcome"], registry=REGISTRY,
+)
+DRIFT_PENDING = Gauge("llmops_drift_join_pending", "Traces waiting in the drift join table", registry=REGISTRY)
+DRIFT_WINDOWS = Counter(
+    "llmops_drift_windows_total", "Drift windows evaluated", ["monitor", "drifted"], registry=REGISTRY,
+)
+DRIFT_SHARE = Gauge("llmops_drift_share", "Share of drifted tabular features in the last window", ["monitor"], registry=REGISTRY)
+DRIFT_FEATURE = Gauge(
+    "llmops_drift_feature_drifted", "1 if the feature drifted in the last window", ["monitor", "feature"], registry=REGISTRY,
+)
+DRIFT_REPORT_SECONDS = Histogram(
+    "llmops_drift_report_seconds", "Evidently time per window", ["monitor"],
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+RETRAIN_EVENTS = Counter("llmops_retrain_events_total", "Retrain events emitted", ["monitor"], registry=REGISTRY)
 SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
 
 
+_SERVING: set[tuple[str, int]] = set()
+
+
 def serve_metrics(host: str, port: int) -> None:
-    """Expose ``/metrics`` over HTTP on a daemon thread."""
+    """Expose ``/metrics`` over HTTP on a daemon thread (once per address: a service restarted
+    in the same process keeps the endpoint it has)."""
+    if (host, port) in _SERVING:
+        return
     start_http_server(port, addr=host, registry=REGISTRY)
+    _SERVING.add((host, port))

@@ -34,6 +34,15 @@ def packaged_embedder() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
+def sql_url(raw: str) -> str:
+    """SQLAlchemy URL of a store setting; a bare path means SQLite."""
+    if "://" in raw:
+        if raw.startswith(("postgresql://", "postgres://")):
+            return "postgresql+psycopg://" + raw.split("://", 1)[1]  # psycopg 3 is the driver we ship
+        return raw
+    return f"sqlite:///{Path(raw).resolve()}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore", frozen=True)
 
@@ -118,6 +127,20 @@ class Settings(BaseSettings):
         30.0, ge=0.0, description="Longest a judge call waits for generations of an inference service on the same host and data dir to finish; 0: never waits."
     )
 
+    # --- drift ---------------------------------------------------------------------------
+    drift_db: str = Field("", description="SQLAlchemy URL or SQLite path of the drift store (observations, references, windows, retrain events). Empty: <data_dir>/drift.db.")
+    drift_config: str = Field("", description="JSON file of drift monitors (scope, window, method, policy). Empty: one monitor `default` over all traffic, from the settings below.")
+    drift_window_size: int = Field(200, ge=10, description="Completions per drift window.")
+    drift_window_seconds: float = Field(0.0, ge=0.0, description="Also close a window after this many seconds (if it holds at least LLMOPS_DRIFT_MIN_WINDOW completions); 0: by count only.")
+    drift_min_window: int = Field(30, ge=5, description="Fewest completions a time-closed window may hold; smaller ones carry over into the next.")
+    drift_method: Literal["mmd", "model", "distance", "ratio"] = Field("mmd", description="Evidently embedding-drift method for the prompt embeddings.")
+    drift_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of drifted tabular features at which the dataset counts as drifted (DataDriftPreset).")
+    drift_consecutive: int = Field(2, ge=1, description="Drifted windows in a row that fire a retrain event.")
+    drift_cooldown_s: float = Field(3600.0, ge=0.0, description="After a retrain event, no other for this long (per monitor); a new reference re-arms at once.")
+    drift_quality_min: str = Field("faithfulness=0.3", description="Quality rule: `score=min_mean,...`; a window whose mean of that score falls below it fires a retrain event. Empty: none.")
+    drift_join_wait_s: float = Field(30.0, ge=0.0, description="How long a completion waits for its judge scores and feedback before it joins its window.")
+    drift_keep_reports: int = Field(50, ge=1, description="Evidently reports (HTML+JSON) kept per monitor; older ones are deleted.")
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
@@ -172,15 +195,17 @@ class Settings(BaseSettings):
         return Path(self.prompt_db) if self.prompt_db else self.data_dir / "prompts.db"
 
     @property
+    def drift_db_url(self) -> str:
+        return sql_url(self.drift_db or str(self.data_dir / "drift.db"))
+
+    @property
+    def drift_reports_dir(self) -> Path:
+        return self.data_dir / "drift" / "reports"
+
+    @property
     def trace_db_url(self) -> str:
         """SQLAlchemy URL of the trace store; a bare path means SQLite."""
-        raw = self.trace_db or str(self.data_dir / "traces.db")
-        if "://" in raw:
-            if raw.startswith(("postgresql://", "postgres://")):
-                # psycopg 3 is the driver we ship
-                return "postgresql+psycopg://" + raw.split("://", 1)[1]
-            return raw
-        return f"sqlite:///{Path(raw).resolve()}"
+        return sql_url(self.trace_db or str(self.data_dir / "traces.db"))
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

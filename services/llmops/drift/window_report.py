@@ -4,6 +4,7 @@ the report saved as HTML and JSON for a person to open."""
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +38,7 @@ class WindowDrift:
     report_html: Path | None = None
     report_json: Path | None = None
     drifted_features: list[str] = field(default_factory=list)
+    save_seconds: float = 0.0          # rendering and writing the HTML and JSON reports
 
 
 def embedding_method(name: str, **options):
@@ -56,31 +58,69 @@ def _frame(rows: pd.DataFrame, embeddings: np.ndarray | None) -> pd.DataFrame:
     return out
 
 
+def _non_ascii_share(column):
+    """Share of a text's letters outside ASCII: a language or script shift moves it."""
+    from evidently.core.datasets import DatasetColumn
+    from evidently.legacy.core import ColumnType
+
+    def share(text) -> float:
+        letters = [c for c in str(text or "") if c.isalpha()]
+        return sum(not c.isascii() for c in letters) / len(letters) if letters else 0.0
+
+    return DatasetColumn(type=ColumnType.Numerical, data=column.data.apply(share))
+
+
+def text_descriptors(text_columns: Sequence[str]) -> tuple[list, list[str]]:
+    """Evidently text descriptors of each text column, and their column names: length in
+    characters, words (ASCII letters only, as Evidently counts them), share of non-letters, and
+    share of non-ASCII letters."""
+    from evidently.descriptors import (CustomColumnDescriptor, NonLetterCharacterPercentage, TextLength,
+                                       WordCount)
+
+    descriptors, names = [], []
+    for col in text_columns:
+        parts = [(TextLength, "length"), (WordCount, "words"), (NonLetterCharacterPercentage, "non_letter_pct")]
+        for cls, suffix in parts:
+            descriptors.append(cls(col, alias=f"{col}_{suffix}"))
+            names.append(f"{col}_{suffix}")
+        descriptors.append(CustomColumnDescriptor(col, _non_ascii_share, alias=f"{col}_non_ascii"))
+        names.append(f"{col}_non_ascii")
+    return descriptors, names
+
+
 def window_drift(reference: pd.DataFrame, current: pd.DataFrame, *, numeric: Sequence[str],
-                 categorical: Sequence[str] = (), reference_embeddings: np.ndarray | None = None,
+                 categorical: Sequence[str] = (), text: Sequence[str] = (),
+                 reference_embeddings: np.ndarray | None = None,
                  current_embeddings: np.ndarray | None = None, method: str = "mmd",
                  method_options: dict | None = None, drift_share: float = 0.5,
                  save_to: Path | None = None) -> WindowDrift:
     """Drift of ``current`` against ``reference``. With embeddings (one row per completion, the
-    same width in both), the prompt-embedding drift is computed with ``method``."""
+    same width in both), the prompt-embedding drift is computed with ``method``; each ``text``
+    column adds its :func:`text_descriptors` to the tabular features."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics.embeddings import EmbeddingsDrift
     from evidently.presets import DataDriftPreset
 
     t0 = time.perf_counter()
-    columns = list(numeric) + list(categorical)
+    descriptors, descriptor_columns = text_descriptors(text)
+    columns = list(numeric) + list(categorical) + descriptor_columns
     emb_cols: list[str] = []
     if reference_embeddings is not None and current_embeddings is not None:
         emb_cols = [f"emb_{i}" for i in range(np.asarray(reference_embeddings).shape[1])]
     definition = DataDefinition(numerical_columns=list(numeric) + emb_cols, categorical_columns=list(categorical),
-                                embeddings={"prompt": emb_cols} if emb_cols else None)
-    ref = Dataset.from_pandas(_frame(reference, reference_embeddings if emb_cols else None), data_definition=definition)
-    cur = Dataset.from_pandas(_frame(current, current_embeddings if emb_cols else None), data_definition=definition)
+                                text_columns=list(text), embeddings={"prompt": emb_cols} if emb_cols else None)
+    ref = Dataset.from_pandas(_frame(reference, reference_embeddings if emb_cols else None), data_definition=definition,
+                              descriptors=descriptors or None)
+    cur = Dataset.from_pandas(_frame(current, current_embeddings if emb_cols else None), data_definition=definition,
+                              descriptors=descriptors or None)
     metrics = [DataDriftPreset(columns=columns, drift_share=drift_share)]
     if emb_cols:
         metrics.append(EmbeddingsDrift(embeddings_name="prompt",
                                        drift_method=embedding_method(method, **(method_options or {}))))
-    snapshot = Report(metrics).run(cur, ref)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # constant columns (e.g. one finish reason) make scipy and Evidently warn on every window
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report(metrics).run(cur, ref)
     features, embedding, share = [], None, 0.0
     for m in snapshot.dict()["metrics"]:
         cfg, value = m["config"], m["value"]
@@ -99,8 +139,10 @@ def window_drift(reference: pd.DataFrame, current: pd.DataFrame, *, numeric: Seq
     result = WindowDrift(features, share, share >= drift_share, embedding, time.perf_counter() - t0,
                          drifted_features=[f.feature for f in features if f.drifted])
     if save_to is not None:
+        t1 = time.perf_counter()
         save_to.parent.mkdir(parents=True, exist_ok=True)
         result.report_html, result.report_json = save_to.with_suffix(".html"), save_to.with_suffix(".json")
         snapshot.save_html(str(result.report_html))
         snapshot.save_json(str(result.report_json))
+        result.save_seconds = time.perf_counter() - t1
     return result

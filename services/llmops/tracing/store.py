@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from alembic import command
-from alembic.config import Config
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.json_format import MessageToDict, ParseDict
-from sqlalchemy import and_, create_engine, event, exists, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from llmops.common.sql import SqlDialect, upgrade_schema
 from llmops.tracing import schema as t
 from llmops.v1 import common_pb2, events_pb2, tracing_pb2
 
@@ -94,29 +92,15 @@ def decode_page_token(token: str) -> tuple[int, str]:
 
 
 def migrate(engine: Engine) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    upgrade_schema(engine, MIGRATIONS)
 
 
 class SqlTraceStore:
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            self._insert = sqlite.insert
-            self._least, self._greatest = func.min, func.max
-        else:
-            self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
-            self._insert = postgresql.insert
-            self._least, self._greatest = func.least, func.greatest
+        sql = SqlDialect(url)
+        self.is_sqlite, self.engine, self._insert = sql.is_sqlite, sql.engine, sql.insert
+        self._least, self._greatest = sql.least, sql.greatest
         if run_migrations:
             migrate(self.engine)
 
@@ -243,6 +227,8 @@ class SqlTraceStore:
                 select(t.feedback).where(t.feedback.c.trace_id == trace_id).order_by(t.feedback.c.created_us)
             ).mappings().all()
         trace = tracing_pb2.Trace(trace_id=trace_id, summary=_summary(row))
+        if row["completion_pb"]:
+            trace.completion.ParseFromString(base64.b64decode(row["completion_pb"]))
         for s in span_rows:
             trace.spans.add(
                 trace_id=s["trace_id"], span_id=s["span_id"], parent_span_id=s["parent_span_id"], name=s["name"],
@@ -392,12 +378,3 @@ def _eval_run(row) -> tracing_pb2.EvalRun:
         created_at=us_to_ts(row["created_us"]), item_count=row["item_count"], error_count=row["error_count"],
         aggregates=json.loads(row["aggregates_json"]), metadata=json.loads(row["metadata_json"]),
     )
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-

@@ -11,20 +11,47 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MonitorStatus(_message.Message):
-    __slots__ = ("monitor", "reference_id", "reference_size", "recent_windows", "consecutive_drifted", "last_retrain_at")
+    __slots__ = ("monitor", "reference_id", "reference_size", "recent_windows", "consecutive_drifted", "last_retrain_at", "scope", "window_size", "window_seconds", "method", "current_window_count", "reference_created_at", "reference_source", "retrain_events", "quality_min", "consecutive_required")
+    class QualityMinEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MONITOR_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_SIZE_FIELD_NUMBER: _ClassVar[int]
     RECENT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_DRIFTED_FIELD_NUMBER: _ClassVar[int]
     LAST_RETRAIN_AT_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_WINDOW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_MIN_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     monitor: str
     reference_id: str
     reference_size: int
     recent_windows: _containers.RepeatedCompositeFieldContainer[_events_pb2.DriftReportEvent]
     consecutive_drifted: int
     last_retrain_at: _timestamp_pb2.Timestamp
-    def __init__(self, monitor: _Optional[str] = ..., reference_id: _Optional[str] = ..., reference_size: _Optional[int] = ..., recent_windows: _Optional[_Iterable[_Union[_events_pb2.DriftReportEvent, _Mapping]]] = ..., consecutive_drifted: _Optional[int] = ..., last_retrain_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    scope: str
+    window_size: int
+    window_seconds: float
+    method: str
+    current_window_count: int
+    reference_created_at: _timestamp_pb2.Timestamp
+    reference_source: str
+    retrain_events: int
+    quality_min: _containers.ScalarMap[str, float]
+    consecutive_required: int
+    def __init__(self, monitor: _Optional[str] = ..., reference_id: _Optional[str] = ..., reference_size: _Optional[int] = ..., recent_windows: _Optional[_Iterable[_Union[_events_pb2.DriftReportEvent, _Mapping]]] = ..., consecutive_drifted: _Optional[int] = ..., last_retrain_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[str] = ..., window_size: _Optional[int] = ..., window_seconds: _Optional[float] = ..., method: _Optional[str] = ..., current_window_count: _Optional[int] = ..., reference_created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reference_source: _Optional[str] = ..., retrain_events: _Optional[int] = ..., quality_min: _Optional[_Mapping[str, float]] = ..., consecutive_required: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("monitor",)

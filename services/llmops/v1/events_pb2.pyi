@@ -134,7 +134,14 @@ class DocumentEvent(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., collection: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., deleted: bool = ...) -> None: ...
 
 class DriftReportEvent(_message.Message):
-    __slots__ = ("monitor", "report_id", "window_start", "window_end", "window_size", "reference_id", "drift_detected", "drift_share", "features", "report_path")
+    __slots__ = ("monitor", "report_id", "window_start", "window_end", "window_size", "reference_id", "drift_detected", "drift_share", "features", "report_path", "report_json_path", "score_means", "seconds")
+    class ScoreMeansEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MONITOR_FIELD_NUMBER: _ClassVar[int]
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +152,9 @@ class DriftReportEvent(_message.Message):
     DRIFT_SHARE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     REPORT_PATH_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_PATH_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MEANS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
     monitor: str
     report_id: str
     window_start: _timestamp_pb2.Timestamp
@@ -155,7 +165,10 @@ class DriftReportEvent(_message.Message):
     drift_share: float
     features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
     report_path: str
-    def __init__(self, monitor: _Optional[str] = ..., report_id: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_size: _Optional[int] = ..., reference_id: _Optional[str] = ..., drift_detected: bool = ..., drift_share: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., report_path: _Optional[str] = ...) -> None: ...
+    report_json_path: str
+    score_means: _containers.ScalarMap[str, float]
+    seconds: float
+    def __init__(self, monitor: _Optional[str] = ..., report_id: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_size: _Optional[int] = ..., reference_id: _Optional[str] = ..., drift_detected: bool = ..., drift_share: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., report_path: _Optional[str] = ..., report_json_path: _Optional[str] = ..., score_means: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
     __slots__ = ("feature", "drifted", "statistic", "p_value", "method", "threshold")
@@ -184,7 +197,14 @@ class Window(_message.Message):
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RetrainEvent(_message.Message):
-    __slots__ = ("id", "monitor", "reason", "evidence", "window", "trace_ids", "reference_id", "low_score_trace_ids", "created_at")
+    __slots__ = ("id", "monitor", "reason", "evidence", "window", "trace_ids", "reference_id", "low_score_trace_ids", "created_at", "score_means", "report_id", "report_path")
+    class ScoreMeansEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     MONITOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +214,9 @@ class RetrainEvent(_message.Message):
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
     LOW_SCORE_TRACE_IDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MEANS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORT_PATH_FIELD_NUMBER: _ClassVar[int]
     id: str
     monitor: str
     reason: str
@@ -203,4 +226,7 @@ class RetrainEvent(_message.Message):
     reference_id: str
     low_score_trace_ids: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference_id: _Optional[str] = ..., low_score_trace_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    score_means: _containers.ScalarMap[str, float]
+    report_id: str
+    report_path: str
+    def __init__(self, id: _Optional[str] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference_id: _Optional[str] = ..., low_score_trace_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score_means: _Optional[_Mapping[str, float]] = ..., report_id: _Optional[str] = ..., report_path: _Optional[str] = ...) -> None: ...

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from llmops.v1 import common_pb2 as _common_pb2
+from llmops.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -11,18 +12,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Trace(_message.Message):
-    __slots__ = ("trace_id", "spans", "scores", "feedback", "summary")
+    __slots__ = ("trace_id", "spans", "scores", "feedback", "summary", "completion")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SPANS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     spans: _containers.RepeatedCompositeFieldContainer[_common_pb2.Span]
     scores: _containers.RepeatedCompositeFieldContainer[_common_pb2.Score]
     feedback: _containers.RepeatedCompositeFieldContainer[_common_pb2.Feedback]
     summary: TraceSummary
-    def __init__(self, trace_id: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[_common_pb2.Span, _Mapping]]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.Feedback, _Mapping]]] = ..., summary: _Optional[_Union[TraceSummary, _Mapping]] = ...) -> None: ...
+    completion: _events_pb2.CompletionEvent
+    def __init__(self, trace_id: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[_common_pb2.Span, _Mapping]]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.Feedback, _Mapping]]] = ..., summary: _Optional[_Union[TraceSummary, _Mapping]] = ..., completion: _Optional[_Union[_events_pb2.CompletionEvent, _Mapping]] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
     __slots__ = ("trace_id", "start_time", "latency_ms", "model", "session_id", "user_id", "prompt", "answer", "usage", "prompt_template", "prompt_version", "finish_reason", "span_count", "metadata", "status", "scores")

@@ -1,0 +1,52 @@
+"""SQL stores: one engine factory for SQLite (default) and PostgreSQL, and Alembic upgrades.
+
+Each store owns its migrations directory and its own Alembic version table, so several stores
+can share one PostgreSQL database.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+
+class SqlDialect:
+    """The engine and the dialect-specific pieces a store's queries need."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.insert = sqlite.insert
+            self.least, self.greatest = func.min, func.max
+        else:
+            self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            self.insert = postgresql.insert
+            self.least, self.greatest = func.least, func.greatest
+
+
+def upgrade_schema(engine: Engine, script_location: Path, version_table: str = "alembic_version") -> None:
+    """Run the Alembic migrations in ``script_location`` up to head, on ``engine``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        cfg.attributes["version_table"] = version_table
+        command.upgrade(cfg, "head")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,186 @@
+"""``llmops drift ...`` and ``llmops retrain-listener``."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+
+def _settings():
+    from llmops.common.settings import Settings
+
+    return Settings()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _stub():
+    import grpc
+
+    from llmops.v1 import drift_pb2_grpc
+
+    return drift_pb2_grpc.DriftServiceStub(grpc.insecure_channel(_settings().grpc_target("drift")))
+
+
+def _fail(console, exc) -> None:
+    console.print(f"[red]{exc.code().name}: {exc.details()}[/]")
+    sys.exit(1)
+
+
+def _when(ts) -> str:
+    if not ts.seconds:
+        return "-"
+    return dt.datetime.fromtimestamp(ts.seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def print_status(console, monitors, windows: int = 5) -> None:
+    """The drift summary: each monitor's reference, its last windows and what drifted."""
+    from rich.table import Table
+
+    for st in monitors:
+        ref = (f"{st.reference_id} ({st.reference_size} completions, {st.reference_source})"
+               if st.reference_id else f"none yet: the first window of {st.window_size} becomes it")
+        quality = ", ".join(f"{k}≥{v:g}" for k, v in sorted(st.quality_min.items())) or "none"
+        console.print(f"[bold]monitor {st.monitor}[/]  scope: {st.scope or 'all traffic'}  window: {st.window_size}"
+                      f"{f' or {st.window_seconds:g}s' if st.window_seconds else ''}  method: {st.method}  "
+                      f"policy: {st.consecutive_required} drifted windows in a row, quality {quality}")
+        console.print(f"  reference: {ref}")
+        console.print(f"  open window: {st.current_window_count} completions; drifted in a row: "
+                      f"{st.consecutive_drifted}; retrain events: {st.retrain_events} (last {_when(st.last_retrain_at)})")
+        if not st.recent_windows:
+            continue
+        table = Table(show_lines=False)
+        for col in ("window", "ended", "size", "drift", "share", "drifted features", "score means", "report"):
+            table.add_column(col, overflow="fold")
+        for w in list(st.recent_windows)[:windows]:
+            drifted = [f"{f.feature} ({'p=%.3g' % f.p_value if 'p_value' in f.method else '%.3g' % f.statistic})"
+                       for f in w.features if f.drifted]
+            means = ", ".join(f"{k.removeprefix('score_')}={v:.2f}" for k, v in sorted(w.score_means.items())
+                              if not k.endswith("_llm"))
+            table.add_row(w.report_id, _when(w.window_end), str(w.window_size),
+                          "[red]yes[/]" if w.drift_detected else "[green]no[/]", f"{w.drift_share:.2f}",
+                          ", ".join(drifted) or "-", means or "-", w.report_path)
+        console.print(table)
+
+
+def print_retrain(console, ev) -> None:
+    console.print(f"[bold red]retrain event {ev.id}[/] monitor={ev.monitor} at {_when(ev.created_at)}")
+    console.print(f"  reason: {ev.reason}")
+    console.print(f"  window: {_when(ev.window.start)} .. {_when(ev.window.end)} ({ev.window.count} completions), "
+                  f"reference {ev.reference_id}")
+    for f in ev.evidence:
+        stat = f"p={f.p_value:.3g}" if "p_value" in f.method else f"{f.statistic:.3g}"
+        console.print(f"  drifted: {f.feature} {stat} (threshold {f.threshold:g}, {f.method})")
+    console.print(f"  sample traces: {len(ev.trace_ids)}; low-scored traces (training candidates): "
+                  f"{len(ev.low_score_trace_ids)}")
+
+
+@click.group("drift")
+def drift_group() -> None:
+    """Drift monitors: status, reports, references, retrain events."""
+
+
+@drift_group.command("report")
+@click.option("--monitor", default="", help="One monitor (default: all).")
+@click.option("--windows", type=int, default=5, show_default=True, help="Recent windows to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print GetStatus as JSON.")
+def drift_report(monitor, windows, as_json) -> None:
+    """Each monitor's reference and last windows; the newest report's HTML path, to open."""
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from llmops.v1 import drift_pb2
+
+    console = _console()
+    try:
+        resp = _stub().GetStatus(drift_pb2.GetStatusRequest(monitor=monitor), timeout=10)
+    except grpc.RpcError as exc:
+        _fail(console, exc)
+    if as_json:
+        click.echo(json.dumps(MessageToDict(resp, preserving_proto_field_name=True), indent=2))
+        return
+    print_status(console, resp.monitors, windows)
+    for st in resp.monitors:
+        if st.recent_windows:
+            console.print(f"newest report of {st.monitor}: {st.recent_windows[0].report_path}")
+
+
+@drift_group.command("reference")
+@click.argument("monitor")
+@click.option("--first-n", type=int, default=0, help="The first N completions the monitor saw.")
+@click.option("--since", default="", help="Start of a time range (ISO 8601, UTC if no zone).")
+@click.option("--until", default="", help="End of the time range (exclusive).")
+def drift_reference(monitor, first_n, since, until) -> None:
+    """Set a monitor's reference: the first N completions, or a time range."""
+    import grpc
+
+    from llmops.v1 import drift_pb2
+
+    console = _console()
+    req = drift_pb2.SetReferenceRequest(monitor=monitor, first_n=first_n)
+    for value, field in ((since, req.start_time), (until, req.end_time)):
+        if value:
+            when = dt.datetime.fromisoformat(value)
+            field.FromDatetime(when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc))
+    try:
+        resp = _stub().SetReference(req, timeout=60)
+    except grpc.RpcError as exc:
+        _fail(console, exc)
+    console.print(f"monitor {monitor}: reference {resp.reference_id} ({resp.size} completions)")
+
+
+@drift_group.command("events")
+@click.option("--monitor", default="")
+@click.option("--limit", type=int, default=20, show_default=True)
+def drift_events(monitor, limit) -> None:
+    """Retrain events, newest first."""
+    import grpc
+
+    from llmops.v1 import drift_pb2
+
+    console = _console()
+    try:
+        resp = _stub().ListRetrainEvents(drift_pb2.ListRetrainEventsRequest(monitor=monitor, page_size=limit), timeout=10)
+    except grpc.RpcError as exc:
+        _fail(console, exc)
+    if not resp.events:
+        console.print("no retrain events")
+    for ev in resp.events:
+        print_retrain(console, ev)
+
+
+@click.command("retrain-listener")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Directory for the datasets.")
+@click.option("--group", default="", help="Consumer group (default: <prefix>retrain-listener).")
+@click.option("--max-events", type=int, default=0, help="Stop after this many events (0: run until Ctrl-C).")
+@click.option("--trace-wait", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for an event's traces to reach the trace store.")
+def retrain_listener(out, group, max_events, trace_wait) -> None:
+    """Consume llmops.retrain; write each event's training candidates as JSONL under OUT."""
+    from llmops.common.logging import configure_logging
+    from llmops.drift.listener import RetrainListener
+
+    settings = _settings()
+    configure_logging("retrain-listener", settings.log_level, settings.log_format)
+    listener = RetrainListener(settings, Path(out), group=group, trace_wait_s=trace_wait)
+
+    async def run():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await listener.run(stop, max_events,
+                                  on_event=lambda ev, path: click.echo(f"{ev.id}: {path}"))
+
+    stats = asyncio.run(run())
+    click.echo(f"{stats.events} events, {stats.lines} candidates written, {stats.missing} traces missing, "
+               f"{stats.dead_lettered} messages dead-lettered")

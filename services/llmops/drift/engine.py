@@ -1,0 +1,276 @@
+"""The drift service's stream side: the late join of scores and feedback to their completion in a
+faust table, and the monitors that judge windows of joined completions.
+
+Completions, scores and feedback are keyed by trace id on co-partitioned topics. Each event
+updates the trace's entry in the join table (a faust ``Table`` whose changelog survives a
+restart). An entry closes when its wait is over: ``LLMOPS_DRIFT_JOIN_WAIT_S`` after its
+completion arrived, or after its first score when no completion has come. Closing embeds the
+prompt, stores the observation, and hands it to every monitor whose scope it matches. What
+arrives after the close is not lost: a late score merges into the stored row (and into the open
+window if the row is still there); a score whose completion never comes is kept as an orphan row
+and counts in the quality means of its window.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import numpy as np
+
+from llmops.common import metrics
+from llmops.common.errors import InvalidArgument, NotFound
+from llmops.common.envelope import Record, UndecodableMessage, decode
+from llmops.common.stream import Rejected
+from llmops.drift.features import Observation, feedback_column, score_column
+from llmops.drift.monitor import Monitor, MonitorSpec, Reference, WindowOutcome, new_id, now_us
+from llmops.drift.store import DriftStore
+from llmops.tracing.ingest import validate_completion, validate_feedback, validate_score
+from llmops.v1 import common_pb2, events_pb2
+
+log = logging.getLogger(__name__)
+
+CLOSE_BATCH = 256
+MIN_REFERENCE = 10
+
+
+class UnknownMonitor(NotFound):
+    pass
+
+
+class BadReference(InvalidArgument):
+    pass
+
+
+class DriftEngine:
+    def __init__(self, specs: list[MonitorSpec], store: DriftStore, embed: Callable[[list[str]], np.ndarray],
+                 sender, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
+                 sweep_interval_s: float = 0.5) -> None:
+        self.monitors = {s.name: Monitor(s, reports_dir) for s in specs}
+        self.store = store
+        self.embed = embed
+        self.sender = sender                 # send_many(list[(topic, key, message, traceparent)])
+        self.table = table                   # a MutableMapping: the faust join table (or a dict in unit tests)
+        self.topic_prefix = topic_prefix
+        self.join_wait_us = int(join_wait_s * 1e6)
+        self.sweep_interval_s = sweep_interval_s
+        self.kinds = {
+            f"{topic_prefix}completions": (events_pb2.CompletionEvent, validate_completion),
+            f"{topic_prefix}scores": (events_pb2.ScoreEvent, validate_score),
+            f"{topic_prefix}feedback": (events_pb2.FeedbackEvent, validate_feedback),
+        }
+        self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper
+        self.monitor_lock = asyncio.Lock()   # monitor state: the sweeper and SetReference
+        self._task: asyncio.Task | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.kinds)
+
+    # -- the agent: events into the join table --------------------------------------------------
+    async def handle(self, records: list[Record]) -> list[Rejected]:
+        rejected: list[Rejected] = []
+        updates: dict[bytes, dict] = {}
+        async with self.join_lock:
+            now = now_us()
+            for r in records:
+                kind = self.kinds.get(r.topic)
+                if kind is None:
+                    rejected.append(Rejected(r, f"drift does not consume topic {r.topic!r}", "UnexpectedTopic"))
+                    continue
+                try:
+                    ev = kind[1](decode(r, kind[0]))
+                except UndecodableMessage as exc:
+                    rejected.append(Rejected(r, str(exc)))
+                    continue
+                tid = ev.trace_id.encode()
+                entry = updates.get(tid) or self.table.get(tid) or {"first": now, "due": now + self.join_wait_us,
+                                                                    "c": None, "s": {}, "fb": {}}
+                self._merge(entry, ev, now)
+                updates[tid] = entry
+            for tid, entry in updates.items():
+                self.table[tid] = entry
+            metrics.DRIFT_PENDING.set(len(self.table))
+        return rejected
+
+    def _merge(self, entry: dict, ev, now: int) -> None:
+        if isinstance(ev, events_pb2.CompletionEvent):
+            entry["c"] = Observation.of_completion(ev).to_json()
+            entry["due"] = now + self.join_wait_us   # the wait for its scores starts with the completion
+        elif isinstance(ev, events_pb2.ScoreEvent):
+            if ev.score.status != common_pb2.SCORE_STATUS_ERROR:
+                entry["s"][score_column(ev.score.name, ev.tier)] = float(ev.score.value)
+                entry.setdefault("meta", {"model": ev.model, "prompt_template": ev.prompt_template,
+                                          "prompt_version": ev.prompt_version})
+        else:
+            acc = entry["fb"].setdefault(feedback_column(ev.feedback.name), {})
+            acc[ev.feedback.id] = float(ev.feedback.score)   # by id: a redelivered feedback counts once
+
+    # -- the sweeper: close due entries, then due windows -------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._restore)
+        self._task = asyncio.create_task(self._loop(), name="drift-sweeper")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def _restore(self) -> None:
+        for m in self.monitors.values():
+            self.store.restore(m)
+            if m.reference or m.current:
+                log.info("monitor %s restored: reference %s, %d completions in the open window, %d drifted in a row",
+                         m.spec.name, m.reference.reference_id if m.reference else "-", len(m.current), m.consecutive)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the sweeper must outlive any one bad batch; the entries stay in the table
+                log.exception("drift sweep failed; retrying")
+                await asyncio.sleep(5)
+            await asyncio.sleep(self.sweep_interval_s)
+
+    async def sweep(self, now: int | None = None, force: bool = False) -> list[WindowOutcome]:
+        """Close the join entries whose wait is over (all of them with ``force``), then judge
+        every window that is due. Returns the windows judged."""
+        while await self._close_entries(now, force):
+            pass
+        return await self.close_windows(now)
+
+    async def _close_entries(self, now: int | None, force: bool) -> int:
+        async with self.join_lock:
+            now = now or now_us()
+            due = [(k, v) for k, v in list(self.table.items()) if force or v["due"] <= now][:CLOSE_BATCH]
+            if not due:
+                return 0
+            obs = [self._observation(k, v) for k, v in due]
+            need = [o for o in obs if o.has_completion]
+            if need:
+                vectors = await asyncio.to_thread(self.embed, [o.prompt for o in need])
+                for o, v in zip(need, vectors):
+                    o.embedding = np.asarray(v, dtype=np.float32)
+            arrived = {o.trace_id: dict(o.scores) for o in obs}   # what this close adds
+            stored = await asyncio.to_thread(self.store.upsert, obs)
+            for k, _ in due:   # stored; the lock kept the agent from changing them meanwhile
+                del self.table[k]
+            metrics.DRIFT_PENDING.set(len(self.table))
+        async with self.monitor_lock:
+            for o, outcome in stored:
+                metrics.DRIFT_JOINED.labels(outcome).inc()
+                for m in self.monitors.values():
+                    if outcome == "new":
+                        m.offer(o)
+                    elif arrived[o.trace_id]:
+                        m.offer_scores(o, arrived[o.trace_id])
+        return len(due)
+
+    @staticmethod
+    def _observation(key: bytes, entry: dict) -> Observation:
+        scores = dict(entry["s"])
+        for col, by_id in entry["fb"].items():
+            scores[col] = float(np.mean(list(by_id.values())))
+        if entry["c"] is not None:
+            o = Observation.from_json(entry["c"])
+            o.scores = scores
+            return o
+        meta = entry.get("meta", {})
+        return Observation(trace_id=key.decode(), ts_us=entry["first"], has_completion=False, scores=scores,
+                           model=meta.get("model", ""), prompt_template=meta.get("prompt_template", ""),
+                           prompt_version=meta.get("prompt_version", 0))
+
+    async def close_windows(self, now: int | None = None) -> list[WindowOutcome]:
+        done = []
+        for m in self.monitors.values():
+            async with self.monitor_lock:
+                if not m.due(now):
+                    continue
+                rows, extra = m.take_window()
+            outcome = await asyncio.to_thread(m.evaluate, rows, extra, now)
+            async with self.monitor_lock:
+                await self._record(m, outcome)
+            done.append(outcome)
+        return done
+
+    async def _record(self, m: Monitor, outcome: WindowOutcome) -> None:
+        """Persist, publish, then apply: a crash before the state is saved replays the window."""
+        created = now_us()
+        if outcome.reference is not None:
+            await asyncio.to_thread(self.store.save_reference, m.spec.name, outcome.reference)
+            log.info("monitor %s: reference %s taken from its first window (%d completions)", m.spec.name,
+                     outcome.reference.reference_id, len(outcome.rows))
+        else:
+            rep = outcome.report
+            await asyncio.to_thread(self.store.save_window, rep, created)
+            messages = [(f"{self.topic_prefix}drift", m.spec.name, rep, "")]
+            if outcome.retrain is not None:
+                await asyncio.to_thread(self.store.save_retrain, outcome.retrain)
+                messages.append((f"{self.topic_prefix}retrain", m.spec.name, outcome.retrain, ""))
+            await self.sender.send_many(messages)
+            metrics.DRIFT_WINDOWS.labels(m.spec.name, str(rep.drift_detected).lower()).inc()
+            metrics.DRIFT_SHARE.labels(m.spec.name).set(rep.drift_share)
+            metrics.DRIFT_REPORT_SECONDS.labels(m.spec.name).observe(rep.seconds)
+            for f in rep.features:
+                metrics.DRIFT_FEATURE.labels(m.spec.name, f.feature).set(int(f.drifted))
+            drifted = [f.feature for f in rep.features if f.drifted]
+            log.info("monitor %s: window %s of %d completions: drift=%s share=%.2f drifted=%s", m.spec.name,
+                     rep.report_id, rep.window_size, rep.drift_detected, rep.drift_share, ",".join(drifted) or "-")
+            if outcome.retrain is not None:
+                metrics.RETRAIN_EVENTS.labels(m.spec.name).inc()
+                log.warning("monitor %s: retrain event %s: %s", m.spec.name, outcome.retrain.id, outcome.retrain.reason)
+        m.apply(outcome)
+        await asyncio.to_thread(self.store.save_state, m)
+
+    # -- the API ------------------------------------------------------------------------------
+    def monitor(self, name: str) -> Monitor:
+        try:
+            return self.monitors[name]
+        except KeyError:
+            raise UnknownMonitor(f"no drift monitor {name!r}; monitors: {', '.join(sorted(self.monitors))}") from None
+
+    async def set_reference(self, name: str, start_us: int = 0, end_us: int = 0, first_n: int = 0) -> Reference:
+        """A new reference from the completions of a time range, or the first N the monitor saw."""
+        m = self.monitor(name)
+        if first_n < 0:
+            raise BadReference(f"first_n must be positive, got {first_n}")
+        has_range = bool(start_us or end_us)
+        if has_range == bool(first_n):
+            raise BadReference("give either a time range (start_time and end_time) or first_n, not both or neither")
+        if has_range and (not start_us or not end_us or end_us <= start_us):
+            raise BadReference("the time range is empty: end_time must come after start_time, and both are needed")
+
+        def pick() -> tuple[list[Observation], str]:
+            if has_range:
+                rows = [o for o in self.store.completions_between(start_us, end_us) if m.spec.scope.matches(o)]
+                return rows, f"{_iso(start_us)}..{_iso(end_us)}"
+            rows = []
+            for o in self.store.observations_after(0):
+                if o.has_completion and m.spec.scope.matches(o):
+                    rows.append(o)
+                    if len(rows) == first_n:
+                        break
+            return rows, f"first {first_n}"
+
+        rows, source = await asyncio.to_thread(pick)
+        if len(rows) < MIN_REFERENCE or (first_n and len(rows) < first_n):
+            want = first_n or MIN_REFERENCE
+            raise BadReference(f"monitor {name!r} has {len(rows)} completions in {source}; a reference needs "
+                               f"{'at least ' if not first_n else ''}{want}")
+        ref = Reference(new_id(f"ref-{name}"), rows, now_us(), source)
+        async with self.monitor_lock:
+            await asyncio.to_thread(self.store.save_reference, name, ref)
+            m.set_reference(ref)
+            await asyncio.to_thread(self.store.save_state, m)
+        log.info("monitor %s: reference %s set from %s (%d completions)", name, ref.reference_id, source, len(rows))
+        return ref
+
+
+def _iso(us: int) -> str:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,46 @@
+"""Composition root of the drift service: a faust agent on completions, scores and feedback (the
+late join in a faust table), the monitors' sweeper, and the gRPC ``DriftService``, in one worker."""
+from __future__ import annotations
+
+import asyncio
+
+from llmops.common.bus import DeadLetterQueue, EventBus
+from llmops.common.lag import LagMonitor
+from llmops.common.runtime import ServiceParts, streaming_parts
+from llmops.common.settings import Settings
+from llmops.common.stream import batch_agent, make_app
+from llmops.drift.api import DriftServicer
+from llmops.drift.engine import DriftEngine
+from llmops.drift.monitor import load_specs
+from llmops.drift.store import DriftStore
+from llmops.retrieval.embedder import SentenceTransformerEmbedder
+from llmops.v1 import drift_pb2, drift_pb2_grpc
+
+
+def join_table(app, settings: Settings):
+    """The join table: trace id (raw bytes, as the source topics key it) -> the completion,
+    scores and feedback seen so far. Its changelog topic keeps it across restarts.
+    ``use_partitioner`` places each changelog record by its key, as the producers of the source
+    topics do, so the sweeper may delete entries outside the agent's stream."""
+    return app.Table("drift_join", default=None, key_type=bytes, value_type=None,   # keys raw, values JSON
+                     partitions=settings.topic_partitions, use_partitioner=True)
+
+
+async def build(settings: Settings) -> ServiceParts:
+    specs = load_specs(settings)
+    store = await asyncio.to_thread(DriftStore, settings.drift_db_url)
+    embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.resolved_embedding_model)
+    bus = EventBus(settings)
+    app = make_app(settings, "drift")
+    engine = DriftEngine(specs, store, embedder.embed, bus, join_table(app, settings),
+                         reports_dir=settings.drift_reports_dir, topic_prefix=settings.topic_prefix,
+                         join_wait_s=settings.drift_join_wait_s)
+    batch_agent(app, engine.topics, engine, lambda: DeadLetterQueue(bus, app.conf.id),
+                name="drift_join", max_batch=500, within_s=0.1)
+    servicer = DriftServicer(engine)
+    return streaming_parts(
+        settings, bus, app,
+        register=lambda s: drift_pb2_grpc.add_DriftServiceServicer_to_server(servicer, s.server),
+        service_names=[drift_pb2.DESCRIPTOR.services_by_name["DriftService"].full_name],
+        close=store.close, companions=[engine, LagMonitor(settings, {app.conf.id: engine.topics})],
+    )

@@ -1,0 +1,75 @@
+"""The drift store's tables (SQLAlchemy Core); migrations in ``migrations/`` create them. Times
+are integer microseconds since the epoch."""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text
+
+metadata = MetaData()
+SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER keys
+
+# one row per completion (or per score/feedback whose completion never came), after its join
+observations = Table(
+    "drift_observations", metadata,
+    Column("seq", SEQ, primary_key=True, autoincrement=True),  # arrival order: windows are seq ranges
+    Column("trace_id", String(32), nullable=False, unique=True),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("has_completion", Integer, nullable=False, default=0),
+    Column("model", String(200), nullable=False, default=""),
+    Column("prompt_template", String(200), nullable=False, default=""),
+    Column("prompt_version", Integer, nullable=False, default=0),
+    Column("metadata_json", Text, nullable=False, default="{}"),
+    Column("prompt", Text, nullable=False, default=""),
+    Column("answer", Text, nullable=False, default=""),
+    Column("features_json", Text, nullable=False, default="{}"),
+    Column("scores_json", Text, nullable=False, default="{}"),
+    Column("embedding", LargeBinary, nullable=True),  # float32 prompt embedding
+)
+Index("ix_drift_obs_ts", observations.c.ts_us)
+
+references = Table(
+    "drift_references", metadata,
+    Column("reference_id", String(80), primary_key=True),
+    Column("monitor", String(200), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("size", Integer, nullable=False, default=0),
+)
+
+# a reference is a copy of its rows: observations may be pruned, a reference must not change
+reference_rows = Table(
+    "drift_reference_rows", metadata,
+    Column("reference_id", String(80), primary_key=True),
+    Column("trace_id", String(32), primary_key=True),
+    Column("row_json", Text, nullable=False),
+    Column("embedding", LargeBinary, nullable=True),
+)
+
+monitor_state = Table(
+    "drift_monitor_state", metadata,
+    Column("monitor", String(200), primary_key=True),
+    Column("reference_id", String(80), nullable=False, default=""),
+    Column("consecutive", Integer, nullable=False, default=0),
+    Column("last_seq", BigInteger, nullable=False, default=0),      # observations up to here are in closed windows
+    Column("window_started_us", BigInteger, nullable=False, default=0),
+    Column("last_retrain_us", BigInteger, nullable=False, default=0),
+    Column("retrain_count", Integer, nullable=False, default=0),
+)
+
+windows = Table(
+    "drift_windows", metadata,
+    Column("report_id", String(80), primary_key=True),
+    Column("monitor", String(200), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("drift_detected", Integer, nullable=False, default=0),
+    Column("event_pb", LargeBinary, nullable=False),  # DriftReportEvent
+)
+Index("ix_drift_windows_monitor", windows.c.monitor, windows.c.created_us)
+
+retrain_events = Table(
+    "drift_retrain_events", metadata,
+    Column("id", String(80), primary_key=True),
+    Column("monitor", String(200), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("event_pb", LargeBinary, nullable=False),  # RetrainEvent
+)
+Index("ix_drift_retrain_monitor", retrain_events.c.monitor, retrain_events.c.created_us)

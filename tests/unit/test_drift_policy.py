@@ -1,0 +1,143 @@
+"""Drift monitor logic without Evidently: scopes, monitor configuration, windows, and the
+retrain policy (K drifted windows in a row, a quality floor, the cooldown)."""
+import json
+
+import pytest
+
+from llmops.drift.features import Observation
+from llmops.drift.monitor import Monitor, MonitorSpec, Reference, Scope, WindowOutcome, load_specs, parse_quality
+from llmops.v1 import events_pb2
+from tests.support import make_settings
+
+HOUR_US = 3_600_000_000
+
+
+def obs(i: int, **kw) -> Observation:
+    base = dict(trace_id=f"{i:032x}", ts_us=1_000_000 * (i + 1), has_completion=True, model="m1",
+                prompt_version=2, metadata={"tenant": "acme"}, features={"prompt_chars": 10.0})
+    base.update(kw)
+    return Observation(**base)
+
+
+def test_scope_matches_model_version_and_metadata():
+    assert Scope().matches(obs(1))
+    assert Scope(model="m1", prompt_version=2, metadata=(("tenant", "acme"),)).matches(obs(1))
+    assert not Scope(model="m2").matches(obs(1))
+    assert not Scope(prompt_version=3).matches(obs(1))
+    assert not Scope(metadata=(("tenant", "other"),)).matches(obs(1))
+    assert Scope(model="m1", metadata=(("tenant", "acme"),)).describe() == "model=m1 metadata.tenant=acme"
+
+
+def test_quality_rules_parse_and_bad_ones_are_refused():
+    assert parse_quality("faithfulness=0.3, feedback_user=0.5") == {"score_faithfulness": 0.3, "feedback_user": 0.5}
+    assert parse_quality("") == {}
+    with pytest.raises(ValueError, match="not score=min_mean"):
+        parse_quality("faithfulness")
+    with pytest.raises(ValueError, match="not score=min_mean"):
+        parse_quality("faithfulness=high")
+
+
+def test_monitor_config_file(tmp_path):
+    cfg = tmp_path / "drift.json"
+    cfg.write_text(json.dumps({"monitors": [
+        {"name": "all"},
+        {"name": "acme-v2", "scope": {"model": "m1", "prompt_version": 2, "metadata": {"tenant": "acme"}},
+         "window_size": 50, "method": "model", "consecutive": 3, "quality_min": {"answer_relevancy": 0.4}},
+    ]}))
+    s = make_settings(tmp_path, "127.0.0.1:1", drift_config=str(cfg), drift_window_size=120)
+    a, b = load_specs(s)
+    assert (a.name, a.window_size, a.method, a.quality_min) == ("all", 120, "mmd", {"score_faithfulness": 0.3})
+    assert (b.window_size, b.method, b.consecutive) == (50, "model", 3)
+    assert b.quality_min == {"score_answer_relevancy": 0.4}
+    assert b.scope == Scope(model="m1", prompt_version=2, metadata=(("tenant", "acme"),))
+    for bad, msg in (({"name": "x", "method": "nope"}, "method 'nope'"), ({"name": "a b"}, "name 'a b'"),
+                     ({"name": "x", "windows": 3}, "unknown keys"), ({"name": "x", "window_size": 2}, "window_size")):
+        cfg.write_text(json.dumps({"monitors": [bad]}))
+        with pytest.raises(ValueError, match=msg):
+            load_specs(s)
+    cfg.write_text(json.dumps({"monitors": [{"name": "x"}, {"name": "x"}]}))
+    with pytest.raises(ValueError, match="repeat"):
+        load_specs(s)
+
+
+def test_windows_by_count_and_by_time(tmp_path):
+    m = Monitor(MonitorSpec("m", window_size=10, window_seconds=60, min_window=5), tmp_path)
+    for i in range(4):
+        assert m.offer(obs(i))
+    start = m.window_started_us
+    assert not m.due(start + 120 * 1_000_000)          # old enough, but fewer than min_window
+    m.offer(obs(4))
+    assert not m.due(start + 30 * 1_000_000) and m.due(start + 61 * 1_000_000)
+    for i in range(5, 12):
+        m.offer(obs(i))
+    assert m.due(start)
+    rows, _ = m.take_window()
+    assert [r.trace_id for r in rows] == [obs(i).trace_id for i in range(10)]
+    assert len(m.current) == 2                          # the overflow starts the next window
+
+
+def test_scores_reach_the_open_window_or_its_means(tmp_path):
+    m = Monitor(MonitorSpec("m", window_size=10, scope=Scope(model="m1")), tmp_path)
+    m.offer(obs(1))
+    m.offer_scores(obs(1), {"score_faithfulness": 0.9})          # late, its row is here: updated
+    assert m.current[obs(1).trace_id].scores == {"score_faithfulness": 0.9}
+    orphan = Observation(trace_id="f" * 32, ts_us=1, model="m1", scores={"score_faithfulness": 0.1})
+    assert m.offer_scores(orphan, orphan.scores)                 # no completion: counts in the means
+    assert not m.offer_scores(Observation(trace_id="e" * 32, ts_us=1, model="m2"), {"score_x": 1.0})
+    assert not m.offer(obs(2, model="m2"))
+    _, extra = m.take_window()
+    assert extra == [("f" * 32, "score_faithfulness", 0.1)]
+
+
+def report(drifted: bool, n: int = 3) -> events_pb2.DriftReportEvent:
+    return events_pb2.DriftReportEvent(
+        monitor="m", report_id="r", window_size=n, reference_id="ref", drift_detected=drifted, drift_share=0.5,
+        features=[events_pb2.FeatureDrift(feature="prompt_chars", drifted=drifted, p_value=0.001, method="K-S p_value",
+                                          threshold=0.05),
+                  events_pb2.FeatureDrift(feature="latency_ms", drifted=False, p_value=0.6, method="K-S p_value",
+                                          threshold=0.05)])
+
+
+def run_policy(m: Monitor, drifted: bool, now: int, rows=None, means=None):
+    rows = rows or [obs(i) for i in range(3)]
+    ev = m._decide(report(drifted, len(rows)), rows, means or {}, [], now)
+    m.apply(WindowOutcome(rows, report=report(drifted, len(rows)), retrain=ev))
+    return ev
+
+
+def test_policy_fires_once_after_k_drifted_windows_then_cools_down(tmp_path):
+    m = Monitor(MonitorSpec("m", consecutive=2, cooldown_s=3600), tmp_path)
+    m.reference = Reference("ref", [], 0, "test")
+    t = 10 * HOUR_US
+    assert run_policy(m, True, t) is None and m.consecutive == 1
+    assert run_policy(m, False, t) is None and m.consecutive == 0       # the streak breaks
+    assert run_policy(m, True, t) is None
+    ev = run_policy(m, True, t + 1)
+    assert ev is not None and "2 consecutive windows" in ev.reason
+    assert [f.feature for f in ev.evidence] == ["prompt_chars"] and ev.evidence[0].p_value == pytest.approx(0.001)
+    assert ev.reference_id == "ref" and len(ev.trace_ids) == 3
+    fired = [run_policy(m, True, t + k * 60_000_000) for k in range(2, 40)]   # still drifting, 38 more minutes
+    assert fired == [None] * 38 and m.retrain_count == 1
+    again = run_policy(m, True, t + HOUR_US + 10)          # cooled down and still drifting: reminded once
+    assert again is not None and "consecutive windows" in again.reason and m.retrain_count == 2
+
+
+def test_quality_floor_fires_with_the_low_scored_traces_and_needs_enough_scores(tmp_path):
+    m = Monitor(MonitorSpec("m", consecutive=5, quality_min={"score_faithfulness": 0.5}), tmp_path)
+    m.reference = Reference("ref", [], 0, "test")
+    rows = [obs(i, scores={"score_faithfulness": v}) for i, v in enumerate((0.9, 0.1, 0.3, 0.2, 0.95, 0.4))]
+    few = {"score_faithfulness": (0.2, 4)}
+    assert run_policy(m, False, HOUR_US, rows, few) is None                   # 4 scores are too few
+    ev = run_policy(m, False, HOUR_US, rows, {"score_faithfulness": (0.475, 6)})
+    assert ev is not None and ev.reason == "score_faithfulness window mean 0.475 < 0.5"
+    assert ev.evidence == []                                                  # nothing drifted
+    assert list(ev.low_score_trace_ids) == [obs(i).trace_id for i in (1, 3, 2, 5)]   # lowest first
+
+
+def test_a_new_reference_rearms_the_policy(tmp_path):
+    m = Monitor(MonitorSpec("m", consecutive=1, cooldown_s=3600), tmp_path)
+    m.reference = Reference("ref", [], 0, "test")
+    assert run_policy(m, True, HOUR_US) is not None
+    assert run_policy(m, True, HOUR_US + 1) is None
+    m.set_reference(Reference("ref2", [], 0, "test"))
+    assert run_policy(m, True, HOUR_US + 2) is not None
