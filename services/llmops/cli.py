@@ -406,8 +406,10 @@ async def _publish_documents(s, docs, collection: str) -> None:
 @main.command()
 @click.option("--exit-after", "exit_after", is_flag=True, help="Stop the platform after the demo.")
 @click.option("--max-new-tokens", type=int, default=96, show_default=True)
-def demo(exit_after: bool, max_new_tokens: int) -> None:
-    """Bring the platform up, ingest the demo corpus, answer RAG questions, keep running."""
+@click.option("--drift-window", type=click.IntRange(min=10), default=20, show_default=True,
+              help="Completions per drift window in the demo (it sets LLMOPS_DRIFT_WINDOW_SIZE, and a 5 s join wait).")
+def demo(exit_after: bool, max_new_tokens: int, drift_window: int) -> None:
+    """Bring the platform up, ingest the demo corpus, answer RAG questions, show drift, keep running."""
     from llmops.client import Client
     from llmops.demo import QUESTIONS, corpus_documents
 
@@ -454,8 +456,8 @@ def demo(exit_after: bool, max_new_tokens: int) -> None:
         return ok and not exit_after
 
     # small windows and a short join wait, so the drift scenario shows within a minute or two
-    os.environ.setdefault("LLMOPS_DRIFT_WINDOW_SIZE", "20")
-    os.environ.setdefault("LLMOPS_DRIFT_JOIN_WAIT_S", "5")
+    os.environ["LLMOPS_DRIFT_WINDOW_SIZE"] = str(drift_window)
+    os.environ["LLMOPS_DRIFT_JOIN_WAIT_S"] = "5"
     sys.exit(asyncio.run(_up(console, after_start)))
 
 
@@ -481,11 +483,14 @@ def _show_drift(console, client, settings, stop, max_new_tokens: int = 16, timeo
             client.generate(p, rag=True, max_new_tokens=max_new_tokens)
         console.print(f"  sent {len(prompts)} {label} in {time.monotonic() - t0:.0f}s")
     deadline = time.monotonic() + timeout_s
-    events = []
-    while not events and time.monotonic() < deadline and not stop.is_set():
+    events, monitors = [], []
+    # until the retrain event is out and both shifted windows are judged (the join wait, then Evidently)
+    while time.monotonic() < deadline and not stop.is_set():
         events = list(client.drift.ListRetrainEvents(drift_pb2.ListRetrainEventsRequest(), timeout=10).events)
+        monitors = client.drift.GetStatus(drift_pb2.GetStatusRequest(), timeout=10).monitors
+        if events and all(len(m.recent_windows) >= 2 for m in monitors):
+            break
         time.sleep(1)
-    monitors = client.drift.GetStatus(drift_pb2.GetStatusRequest(), timeout=10).monitors
     print_status(console, monitors)
     summary = {"windows": [{"report_id": w.report_id, "drift": w.drift_detected, "share": w.drift_share,
                             "drifted": [f.feature for f in w.features if f.drifted], "report": w.report_path}

@@ -47,8 +47,14 @@ def test_make_run_demo_answers_from_the_corpus_and_exits(settings):
     # the contexts come from the topic that holds the answer
     assert all(r["hit"] for r in results), [(r["question"], r["retrieved_topics"]) for r in results]
     assert f"trace {results[0]['trace_id']} is stored with 4 spans" in out
+    # the demo ends with drift: English reference window, Korean shift, one retrain event
+    drift = json.loads((settings.data_dir / "demo-drift.json").read_text())
+    assert drift["retrain_event"]["monitor"] == "default", out[-3000:]
+    assert "prompt_embedding" in drift["retrain_event"]["evidence"] or "faithfulness" in drift["retrain_event"]["reason"]
+    assert drift["windows"] and drift["windows"][0]["drift"] and Path(drift["windows"][0]["report"]).exists()
+    assert "retrain event retrain-default-" in out and "monitor default" in out
     assert out.rstrip().endswith("stopped")
-    for svc in ("inference", "retrieval", "tracing"):
+    for svc in ("inference", "retrieval", "tracing", "judging", "drift"):
         assert health(settings.grpc_target(svc)) == "UNREACHABLE"
 
 
@@ -62,7 +68,7 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
                    timeout_s=300, what="llmops up")
         assert proc.poll() is None, Path(log.name).read_text()[-3000:]
         status = subprocess.run([*LLMOPS, "status"], env=env, capture_output=True, text=True, timeout=60)
-        assert status.returncode == 0 and status.stdout.count("SERVING") >= 5, status.stdout
+        assert status.returncode == 0 and status.stdout.count("SERVING") == 6, status.stdout  # kafka + 5 services
 
         client = Client(Settings(**{**settings.model_dump(), "kafka_bootstrap": kafka}))
         from pydoc_data.topics import topics
@@ -153,6 +159,15 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         item_trace = client.get_trace(run.items[0].trace_id)   # the item's scores are on its trace too
         assert "reference.token_f1" in {x.evaluator for x in item_trace.scores}
         assert item_trace.summary.metadata["llmops.eval_run"] == "long"
+
+        # drift: the monitor is up, has no reference before its first window, and refuses a bad one
+        rep = subprocess.run([*LLMOPS, "drift", "report"], env=cli_env, capture_output=True, text=True, timeout=60)
+        assert rep.returncode == 0 and "monitor default" in rep.stdout and "none yet" in rep.stdout, rep.stdout
+        bad_ref = subprocess.run([*LLMOPS, "drift", "reference", "default", "--first-n", "100000"], env=cli_env,
+                                 capture_output=True, text=True, timeout=60)
+        assert bad_ref.returncode == 1 and "INVALID_ARGUMENT" in bad_ref.stdout, bad_ref.stdout
+        evs = subprocess.run([*LLMOPS, "drift", "events"], env=cli_env, capture_output=True, text=True, timeout=60)
+        assert evs.returncode == 0 and "no retrain events" in evs.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -163,7 +178,7 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
     text = Path(log.name).read_text()
     assert rc == 0, text[-3000:]
     assert text.rstrip().endswith("stopped")
-    for svc in ("inference", "retrieval", "tracing"):
+    for svc in ("inference", "retrieval", "tracing", "judging", "drift"):
         assert health(settings.grpc_target(svc)) == "UNREACHABLE"
 
 

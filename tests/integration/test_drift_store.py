@@ -1,0 +1,77 @@
+"""The drift store on SQLite and on the machine's PostgreSQL: observations merge by trace id
+(late scores, a completion after its orphan scores), references are copies that round-trip with
+their embeddings, a monitor is restored with its open window, retrain events page newest first."""
+import numpy as np
+import pytest
+
+from llmops.drift.features import Observation
+from llmops.drift.monitor import Monitor, MonitorSpec, Reference, Scope
+from llmops.drift.store import DriftStore, InvalidPageToken
+from llmops.v1 import events_pb2
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'drift.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = DriftStore(url)
+    yield s
+    s.close()
+
+
+def obs(i: int, **kw) -> Observation:
+    base = dict(trace_id=f"{i:032x}", ts_us=1_000_000 * i, has_completion=True, model="m", prompt=f"q{i}",
+                answer="a", features={"prompt_chars": float(i), "finish_reason": "eos_token"},
+                embedding=np.full(4, i, dtype=np.float32))
+    base.update(kw)
+    return Observation(**base)
+
+
+def test_observations_merge_by_trace_id(store):
+    got = store.upsert([obs(1, scores={"score_f": 0.5}), obs(2, has_completion=False, scores={"score_f": 0.1},
+                                                                 embedding=None)])
+    assert [o for _, o in got] == ["new", "orphan"]
+    first_seq = got[0][0].seq
+    got = store.upsert([obs(1, scores={"feedback_user": 1.0})])                  # a late score: merged
+    assert got[0][1] == "merged" and got[0][0].scores == {"score_f": 0.5, "feedback_user": 1.0}
+    got = store.upsert([obs(2, scores={"score_g": 0.7})])                        # the orphan's completion
+    assert got[0][1] == "new" and got[0][0].scores == {"score_f": 0.1, "score_g": 0.7}
+    rows = list(store.observations_after(0))
+    assert [r.trace_id for r in rows] == [obs(1).trace_id, obs(2).trace_id] and rows[1].seq > first_seq
+    assert rows[1].has_completion and np.array_equal(rows[0].embedding, np.full(4, 1, dtype=np.float32))
+    assert [o.trace_id for o in store.completions_between(1_500_000, 3_000_000)] == [obs(2).trace_id]
+
+
+def test_reference_and_state_survive_a_new_store(store, tmp_path):
+    m = Monitor(MonitorSpec("m", window_size=10, scope=Scope(model="m")), tmp_path)
+    store.upsert([obs(i) for i in range(1, 6)])
+    ref = Reference("ref-1", list(store.observations_after(0))[:3], 123, "first 3")
+    store.save_reference("m", ref)
+    m.set_reference(ref)
+    m.last_seq, m.consecutive, m.retrain_count = 3, 1, 2
+    store.save_state(m)
+    store.save_window(events_pb2.DriftReportEvent(monitor="m", report_id="w1", drift_share=0.25), 5)
+    fresh = Monitor(MonitorSpec("m", window_size=10, scope=Scope(model="m")), tmp_path)
+    store.restore(fresh)
+    assert fresh.reference.reference_id == "ref-1" and fresh.reference.source == "first 3"
+    assert [o.trace_id for o in fresh.reference.rows] == [obs(i).trace_id for i in (1, 2, 3)]
+    assert np.array_equal(fresh.reference.rows[2].embedding, np.full(4, 3, dtype=np.float32))
+    assert (fresh.consecutive, fresh.retrain_count, fresh.last_seq) == (1, 2, 3)
+    assert list(fresh.current) == [obs(4).trace_id, obs(5).trace_id]            # the open window, refilled
+    assert [w.report_id for w in fresh.recent] == ["w1"]
+
+
+def test_retrain_events_page_newest_first(store):
+    for i in range(5):
+        ev = events_pb2.RetrainEvent(id=f"e{i}", monitor="m" if i % 2 == 0 else "other", reason=f"r{i}")
+        ev.created_at.FromSeconds(1000 + i)
+        store.save_retrain(ev)
+        store.save_retrain(ev)                                                  # idempotent
+    page, token = store.list_retrain("", 2)
+    assert [e.id for e in page] == ["e4", "e3"] and token
+    page, token = store.list_retrain("", 2, token)
+    assert [e.id for e in page] == ["e2", "e1"]
+    page, token = store.list_retrain("", 2, token)
+    assert [e.id for e in page] == ["e0"] and token == ""
+    assert [e.id for e in store.list_retrain("m", 10)[0]] == ["e4", "e2", "e0"]
+    with pytest.raises(InvalidPageToken):
+        store.list_retrain("", 2, "garbage")
