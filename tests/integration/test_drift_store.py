@@ -75,3 +75,13 @@ def test_retrain_events_page_newest_first(store):
     assert [e.id for e in store.list_retrain("m", 10)[0]] == ["e4", "e2", "e0"]
     with pytest.raises(InvalidPageToken):
         store.list_retrain("", 2, "garbage")
+
+
+def test_prune_keeps_what_an_open_window_needs(store):
+    store.upsert([obs(i) for i in range(1, 6)])                   # ts 1..5 s
+    for i in range(3):
+        store.save_window(events_pb2.DriftReportEvent(monitor="m", report_id=f"w{i}"), created_us=1_000_000 * i)
+    removed = store.prune(before_us=4_500_000, keep_after_seq=2)  # old: 1..4; the open window starts after seq 2
+    assert removed == (2, 3)
+    assert [o.trace_id for o in store.observations_after(0)] == [obs(i).trace_id for i in (3, 4, 5)]
+    assert store.recent_windows("m") == []

@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     drift_quality_min: str = Field("faithfulness=0.3", description="Quality rule: `score=min_mean,...`; a window whose mean of that score falls below it fires a retrain event. Empty: none.")
     drift_join_wait_s: float = Field(30.0, ge=0.0, description="How long a completion waits for its judge scores and feedback before it joins its window.")
     drift_keep_reports: int = Field(50, ge=1, description="Evidently reports (HTML+JSON) kept per monitor; older ones are deleted.")
+    drift_retention_days: float = Field(30.0, gt=0.0, description="Joined observations and window summaries older than this are deleted (hourly); references are copies and stay.")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -93,7 +93,8 @@ def drift_group() -> None:
 @click.option("--monitor", default="", help="One monitor (default: all).")
 @click.option("--windows", type=int, default=5, show_default=True, help="Recent windows to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print GetStatus as JSON.")
-def drift_report(monitor, windows, as_json) -> None:
+@click.option("--open", "open_report", is_flag=True, help="Open the newest Evidently report in a browser.")
+def drift_report(monitor, windows, as_json, open_report) -> None:
     """Each monitor's reference and last windows; the newest report's HTML path, to open."""
     import grpc
     from google.protobuf.json_format import MessageToDict
@@ -112,6 +113,10 @@ def drift_report(monitor, windows, as_json) -> None:
     for st in resp.monitors:
         if st.recent_windows:
             console.print(f"newest report of {st.monitor}: {st.recent_windows[0].report_path}")
+            if open_report:
+                import webbrowser
+
+                webbrowser.open(Path(st.recent_windows[0].report_path).resolve().as_uri())
 
 
 @drift_group.command("reference")

@@ -13,6 +13,7 @@ and counts in the quality means of its window.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Callable
 
@@ -45,7 +46,7 @@ class BadReference(InvalidArgument):
 class DriftEngine:
     def __init__(self, specs: list[MonitorSpec], store: DriftStore, embed: Callable[[list[str]], np.ndarray],
                  sender, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
-                 sweep_interval_s: float = 0.5) -> None:
+                 sweep_interval_s: float = 0.5, dlq=None, retention_days: float = 30.0) -> None:
         self.monitors = {s.name: Monitor(s, reports_dir) for s in specs}
         self.store = store
         self.embed = embed
@@ -54,6 +55,9 @@ class DriftEngine:
         self.topic_prefix = topic_prefix
         self.join_wait_us = int(join_wait_s * 1e6)
         self.sweep_interval_s = sweep_interval_s
+        self.dlq = dlq                       # DeadLetterQueue for join entries that cannot be stored
+        self.retention_us = int(retention_days * 86_400e6)
+        self._next_prune = 0.0
         self.kinds = {
             f"{topic_prefix}completions": (events_pb2.CompletionEvent, validate_completion),
             f"{topic_prefix}scores": (events_pb2.ScoreEvent, validate_score),
@@ -126,10 +130,22 @@ class DriftEngine:
                 log.info("monitor %s restored: reference %s, %d completions in the open window, %d drifted in a row",
                          m.spec.name, m.reference.reference_id if m.reference else "-", len(m.current), m.consecutive)
 
+    async def prune(self) -> tuple[int, int]:
+        """Drop observations and window summaries past the retention (not those an open window holds)."""
+        keep = min((m.last_seq for m in self.monitors.values()), default=0)
+        removed = await asyncio.to_thread(self.store.prune, now_us() - self.retention_us, keep)
+        if any(removed):
+            log.info("drift store: pruned %d observations and %d window summaries past the retention", *removed)
+        return removed
+
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.sweep()
+                if loop.time() >= self._next_prune:
+                    self._next_prune = loop.time() + 3600
+                    await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the sweeper must outlive any one bad batch; the entries stay in the table
@@ -151,14 +167,18 @@ class DriftEngine:
             if not due:
                 return 0
             obs = [self._observation(k, v) for k, v in due]
-            need = [o for o in obs if o.has_completion]
-            if need:
-                vectors = await asyncio.to_thread(self.embed, [o.prompt for o in need])
-                for o, v in zip(need, vectors):
-                    o.embedding = np.asarray(v, dtype=np.float32)
             arrived = {o.trace_id: dict(o.scores) for o in obs}   # what this close adds
-            stored = await asyncio.to_thread(self.store.upsert, obs)
-            for k, _ in due:   # stored; the lock kept the agent from changing them meanwhile
+            try:
+                stored = await self._store(obs)
+            except Exception:   # one bad entry must not hold the rest: store one by one, park what fails
+                log.exception("drift join: storing %d observations failed; retrying one by one", len(obs))
+                stored = []
+                for o, (k, v) in zip(obs, due):
+                    try:
+                        stored += await self._store([o])
+                    except Exception as exc:
+                        await self._park(k, v, exc)
+            for k, _ in due:   # stored or parked; the lock kept the agent from changing them meanwhile
                 del self.table[k]
             metrics.DRIFT_PENDING.set(len(self.table))
         async with self.monitor_lock:
@@ -170,6 +190,22 @@ class DriftEngine:
                     elif arrived[o.trace_id]:
                         m.offer_scores(o, arrived[o.trace_id])
         return len(due)
+
+    async def _store(self, obs: list[Observation]) -> list[tuple[Observation, str]]:
+        need = [o for o in obs if o.has_completion]
+        if need:
+            vectors = await asyncio.to_thread(self.embed, [o.prompt for o in need])
+            for o, v in zip(need, vectors):
+                o.embedding = np.asarray(v, dtype=np.float32)
+        return await asyncio.to_thread(self.store.upsert, obs)
+
+    async def _park(self, key: bytes, entry: dict, exc: Exception) -> None:
+        """A join entry that cannot be stored goes to the dead-letter topic, as JSON, with the reason."""
+        if self.dlq is None:
+            raise exc
+        rec = Record(topic=f"{self.topic_prefix}drift-join", partition=-1, offset=-1, key=key,
+                     value=json.dumps(entry).encode(), headers=[], timestamp_ms=now_us() // 1000)
+        await self.dlq.send(rec, f"drift join entry could not be stored: {exc!r}", type(exc).__name__)
 
     @staticmethod
     def _observation(key: bytes, entry: dict) -> Observation:

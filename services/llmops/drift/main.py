@@ -34,7 +34,8 @@ async def build(settings: Settings) -> ServiceParts:
     app = make_app(settings, "drift")
     engine = DriftEngine(specs, store, embedder.embed, bus, join_table(app, settings),
                          reports_dir=settings.drift_reports_dir, topic_prefix=settings.topic_prefix,
-                         join_wait_s=settings.drift_join_wait_s)
+                         join_wait_s=settings.drift_join_wait_s, dlq=DeadLetterQueue(bus, app.conf.id),
+                         retention_days=settings.drift_retention_days)
     batch_agent(app, engine.topics, engine, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="drift_join", max_batch=500, within_s=0.1)
     servicer = DriftServicer(engine)

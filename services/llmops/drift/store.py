@@ -107,6 +107,15 @@ class DriftStore:
                 t.observations.c.has_completion == 1)).order_by(t.observations.c.seq)).mappings().all()
         return (_obs(r) for r in rows)
 
+    def prune(self, before_us: int, keep_after_seq: int) -> tuple[int, int]:
+        """Delete observations older than ``before_us`` that no open window needs (seq up to
+        ``keep_after_seq``), and window summaries older than ``before_us``."""
+        with self.engine.begin() as conn:
+            obs = conn.execute(delete(t.observations).where(and_(t.observations.c.ts_us < before_us,
+                                                                 t.observations.c.seq <= keep_after_seq))).rowcount
+            win = conn.execute(delete(t.windows).where(t.windows.c.created_us < before_us)).rowcount
+        return obs, win
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.observations)).scalar() or 0)
