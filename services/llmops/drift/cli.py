@@ -47,9 +47,9 @@ def print_status(console, monitors, windows: int = 5) -> None:
     from rich.table import Table
 
     for st in monitors:
-        ref = (f"{st.reference_id} ({st.reference_size} completions, {st.reference_source})"
+        ref = (f"{st.reference_id} ({st.reference_size} completions; {st.reference_source})"
                if st.reference_id else f"none yet: the first window of {st.window_size} becomes it")
-        quality = ", ".join(f"{k}≥{v:g}" for k, v in sorted(st.quality_min.items())) or "none"
+        quality = ", ".join(f"{k.removeprefix('score_')}≥{v:g}" for k, v in sorted(st.quality_min.items())) or "none"
         console.print(f"[bold]monitor {st.monitor}[/]  scope: {st.scope or 'all traffic'}  window: {st.window_size}"
                       f"{f' or {st.window_seconds:g}s' if st.window_seconds else ''}  method: {st.method}  "
                       f"policy: {st.consecutive_required} drifted windows in a row, quality {quality}")
@@ -59,7 +59,7 @@ def print_status(console, monitors, windows: int = 5) -> None:
         if not st.recent_windows:
             continue
         table = Table(show_lines=False)
-        for col in ("window", "ended", "size", "drift", "share", "drifted features", "score means", "report"):
+        for col in ("window", "ended", "size", "drift", "share", "drifted features", "score means"):
             table.add_column(col, overflow="fold")
         for w in list(st.recent_windows)[:windows]:
             drifted = [f"{f.feature} ({'p=%.3g' % f.p_value if 'p_value' in f.method else '%.3g' % f.statistic})"
@@ -68,8 +68,9 @@ def print_status(console, monitors, windows: int = 5) -> None:
                               if not k.endswith("_llm"))
             table.add_row(w.report_id, _when(w.window_end), str(w.window_size),
                           "[red]yes[/]" if w.drift_detected else "[green]no[/]", f"{w.drift_share:.2f}",
-                          ", ".join(drifted) or "-", means or "-", w.report_path)
+                          ", ".join(drifted) or "-", means or "-")
         console.print(table)
+        console.print(f"  Evidently report of the newest window: {st.recent_windows[0].report_path}")
 
 
 def print_retrain(console, ev) -> None:
@@ -110,12 +111,11 @@ def drift_report(monitor, windows, as_json, open_report) -> None:
         click.echo(json.dumps(MessageToDict(resp, preserving_proto_field_name=True), indent=2))
         return
     print_status(console, resp.monitors, windows)
-    for st in resp.monitors:
-        if st.recent_windows:
-            console.print(f"newest report of {st.monitor}: {st.recent_windows[0].report_path}")
-            if open_report:
-                import webbrowser
+    if open_report:
+        import webbrowser
 
+        for st in resp.monitors:
+            if st.recent_windows:
                 webbrowser.open(Path(st.recent_windows[0].report_path).resolve().as_uri())
 
 

@@ -268,7 +268,7 @@ class Monitor:
                  now: int | None = None) -> WindowOutcome:
         now = now or now_us()
         if self.reference is None:
-            ref = Reference(new_id(f"ref-{self.spec.name}"), rows, now, f"first window ({len(rows)} completions)")
+            ref = Reference(new_id(f"ref-{self.spec.name}"), rows, now, "first window")
             return WindowOutcome(rows, reference=ref)
         ref_df, ref_emb = frame(self.reference.rows)
         cur_df, cur_emb = frame(rows)
