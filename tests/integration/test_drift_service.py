@@ -216,3 +216,27 @@ def test_set_reference_and_bad_input(drift_stack):
     st = status(client)
     assert (st.reference_id, st.reference_size, st.reference_source) == (resp.reference_id, 25, "first 25")
     assert st.consecutive_drifted == 0
+
+
+def test_on_postgresql_an_entry_that_cannot_be_stored_is_parked_not_lost(kafka, tmp_path, postgres_url):
+    """PostgreSQL refuses NUL characters in text: that completion goes to the DLQ with the reason,
+    its neighbours in the same batch are stored."""
+    s = make_settings(tmp_path, kafka, drift_db=postgres_url, drift_join_wait_s=0.5, drift_window_size=40)
+    rng = random.Random(3)
+    good = [synthetic_completion(p, rng) for p in python_prompts()[:3]]
+    bad = synthetic_completion("a prompt with a NUL \x00 byte", rng)
+    t = ServiceThread("drift", s, build_drift).start()
+    try:
+        publish(s, "completions", [good[0], bad, *good[1:]])
+        store = DriftStore(s.drift_db_url)
+        wait_until(lambda: store.count() == 3, timeout_s=30, what="the three good completions on PostgreSQL")
+        parked = consume(s.bootstrap_servers, s.topic("dlq"), want=1, timeout_s=30)
+        headers = dict(parked[0].headers)
+        assert parked[0].key == bad.trace_id.encode()
+        assert headers["dlq-source-topic"].decode() == s.topic("drift-join")
+        assert b"could not be stored" in headers["dlq-reason"]
+        assert json.loads(parked[0].value)["c"]["prompt"] == bad.prompt
+        assert {o.trace_id for o in store.observations_after(0)} == {c.trace_id for c in good}
+        store.close()
+    finally:
+        t.stop()
