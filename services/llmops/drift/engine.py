@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import Callable
 
 import numpy as np
@@ -102,13 +103,14 @@ class DriftEngine:
             entry["c"] = Observation.of_completion(ev).to_json()
             entry["due"] = now + self.join_wait_us   # the wait for its scores starts with the completion
         elif isinstance(ev, events_pb2.ScoreEvent):
-            if ev.score.status != common_pb2.SCORE_STATUS_ERROR:
+            if ev.score.status != common_pb2.SCORE_STATUS_ERROR and math.isfinite(ev.score.value):
                 entry["s"][score_column(ev.score.name, ev.tier)] = float(ev.score.value)
                 entry.setdefault("meta", {"model": ev.model, "prompt_template": ev.prompt_template,
                                           "prompt_version": ev.prompt_version})
         else:
-            acc = entry["fb"].setdefault(feedback_column(ev.feedback.name), {})
-            acc[ev.feedback.id] = float(ev.feedback.score)   # by id: a redelivered feedback counts once
+            if math.isfinite(ev.feedback.score):
+                acc = entry["fb"].setdefault(feedback_column(ev.feedback.name), {})
+                acc[ev.feedback.id] = float(ev.feedback.score)   # by id: a redelivered feedback counts once
 
     # -- the sweeper: close due entries, then due windows -------------------------------------
     async def start(self) -> None:
