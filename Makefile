@@ -11,6 +11,13 @@ export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@# Debian packages the tests use (.ci/apt-packages: promtool from `prometheus`)
+	@missing=$$(for p in $$(cat .ci/apt-packages 2>/dev/null); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	@echo "installing llmops and its dependencies (the first install compiles llama.cpp: ~7 min)"
