@@ -133,19 +133,17 @@ def up() -> None:
 # -- status ------------------------------------------------------------------------------------
 async def _status_rows(s) -> list[tuple[str, str, str]]:
     from llmops.common.broker import kafka_answers
-    from llmops.supervisor import IMPLEMENTED, health_status
+    from llmops.supervisor import health_status
 
     rows = [("kafka", s.bootstrap_servers, "SERVING" if await kafka_answers(s.bootstrap_servers) else "UNREACHABLE")]
     for name in ("inference", "retrieval", "tracing", "judging", "drift"):
         status = await health_status(s.grpc_target(name), 2.0)
-        if name not in IMPLEMENTED and status == "UNREACHABLE":
-            status = "not built yet"
         rows.append((name, s.grpc_target(name), status))
     return rows
 
 
 def _print_status(console, s, rows) -> bool:
-    """Print the table; True when everything that is built is SERVING."""
+    """Print the table; True when everything is SERVING."""
     from rich.table import Table
 
     table = Table(title="llmops status")
@@ -156,7 +154,7 @@ def _print_status(console, s, rows) -> bool:
         metrics = f"http://{s.host}:{s.metrics_port(name)}/metrics" if name != "kafka" else ""
         table.add_row(name, addr, f"[{colors.get(status, 'dim')}]{status}[/]", metrics)
     console.print(table)
-    return all(st == "SERVING" for _, _, st in rows if st != "not built yet")
+    return all(st == "SERVING" for _, _, st in rows)
 
 
 @main.command()

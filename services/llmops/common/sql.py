@@ -44,6 +44,20 @@ def upgrade_schema(engine: Engine, script_location: Path, version_table: str = "
         command.upgrade(cfg, "head")
 
 
+def run_migrations_env(metadata, default_version_table: str) -> None:
+    """The body of a store's Alembic ``env.py``: run on the connection :func:`upgrade_schema`
+    hands over, with the store's own version table."""
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:  # pragma: no cover - upgrade_schema always passes one
+        raise RuntimeError("run migrations through llmops.common.sql.upgrade_schema()")
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                      version_table=context.config.attributes.get("version_table", default_version_table))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -5,15 +5,12 @@ import asyncio
 
 from llmops.common.errors import InvalidArgument
 from llmops.drift.engine import DriftEngine
-from llmops.drift.monitor import Monitor, _ts
+from llmops.common.times import ts_to_us, us_to_ts
+from llmops.drift.monitor import Monitor
 from llmops.drift.store import InvalidPageToken
 from llmops.v1 import drift_pb2, drift_pb2_grpc
 
 MAX_PAGE = 500
-
-
-def _us(ts) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
@@ -30,10 +27,10 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
         )
         if m.reference is not None:
             st.reference_id, st.reference_size = m.reference.reference_id, len(m.reference.rows)
-            st.reference_created_at.CopyFrom(_ts(m.reference.created_us))
+            st.reference_created_at.CopyFrom(us_to_ts(m.reference.created_us))
             st.reference_source = m.reference.source
         if m.last_retrain_us:
-            st.last_retrain_at.CopyFrom(_ts(m.last_retrain_us))
+            st.last_retrain_at.CopyFrom(us_to_ts(m.last_retrain_us))
         return st
 
     async def GetStatus(self, request, context):
@@ -43,8 +40,8 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
     async def SetReference(self, request, context):
         if not request.monitor:
             raise InvalidArgument(f"monitor is empty; monitors: {', '.join(sorted(self.engine.monitors))}")
-        start = _us(request.start_time) if request.HasField("start_time") else 0
-        end = _us(request.end_time) if request.HasField("end_time") else 0
+        start = ts_to_us(request.start_time) if request.HasField("start_time") else 0
+        end = ts_to_us(request.end_time) if request.HasField("end_time") else 0
         ref = await self.engine.set_reference(request.monitor, start, end, request.first_n)
         return drift_pb2.SetReferenceResponse(reference_id=ref.reference_id, size=len(ref.rows))
 

@@ -25,7 +25,8 @@ from llmops.common.errors import InvalidArgument, NotFound
 from llmops.common.envelope import Record, UndecodableMessage, decode
 from llmops.common.stream import Rejected
 from llmops.drift.features import Observation, feedback_column, score_column
-from llmops.drift.monitor import Monitor, MonitorSpec, Reference, WindowOutcome, new_id, now_us
+from llmops.common.times import now_us
+from llmops.drift.monitor import Monitor, MonitorSpec, Reference, WindowOutcome, new_id
 from llmops.drift.store import DriftStore
 from llmops.tracing.ingest import validate_completion, validate_feedback, validate_score
 from llmops.v1 import common_pb2, events_pb2

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmops.common.times import ts_to_us
 from llmops.v1 import events_pb2
 
 NUMERIC = ("prompt_chars", "answer_chars", "prompt_tokens", "completion_tokens", "latency_ms", "retrieval_top_score")
@@ -63,7 +64,7 @@ class Observation:
 
     @classmethod
     def of_completion(cls, c: events_pb2.CompletionEvent) -> "Observation":
-        return cls(trace_id=c.trace_id, ts_us=c.timestamp.seconds * 1_000_000 + c.timestamp.nanos // 1000,
+        return cls(trace_id=c.trace_id, ts_us=ts_to_us(c.timestamp),
                    has_completion=True, model=c.model, prompt_template=c.prompt_template,
                    prompt_version=c.prompt_version, metadata=dict(c.metadata), prompt=c.prompt, answer=c.answer,
                    features=completion_features(c))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from llmops.common.settings import Settings
+from llmops.common.times import now_us, ts_to_us, us_to_ts
 from llmops.drift.features import CATEGORICAL, NUMERIC, TEXT, Observation, quality_column
 from llmops.drift.window_report import EMBEDDING_METHODS, WindowDrift, window_drift
 from llmops.v1 import events_pb2
@@ -154,18 +155,6 @@ class WindowOutcome:
     drift: WindowDrift | None = None
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _ts(us: int):
-    from google.protobuf.timestamp_pb2 import Timestamp
-    t = Timestamp()
-    t.seconds, rem = divmod(int(us), 1_000_000)
-    t.nanos = rem * 1000
-    return t
-
-
 def new_id(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
@@ -288,7 +277,7 @@ class Monitor:
         features = [*drift.features, *([drift.embedding] if drift.embedding else [])]
         ts = [r.ts_us for r in rows]
         report = events_pb2.DriftReportEvent(
-            monitor=self.spec.name, report_id=report_id, window_start=_ts(min(ts)), window_end=_ts(max(ts)),
+            monitor=self.spec.name, report_id=report_id, window_start=us_to_ts(min(ts)), window_end=us_to_ts(max(ts)),
             window_size=len(rows), reference_id=self.reference.reference_id, drift_detected=detected,
             drift_share=drift.drift_share, features=[_feature_proto(f) for f in features],
             report_path=str(drift.report_html or ""), report_json_path=str(drift.report_json or ""),
@@ -318,7 +307,7 @@ class Monitor:
             window=events_pb2.Window(start=report.window_start, end=report.window_end, count=report.window_size),
             trace_ids=[r.trace_id for r in rows[::step]][:SAMPLE_TRACE_IDS], reference_id=report.reference_id,
             low_score_trace_ids=[tid for gap, tid in low_rows if gap < 0][:LOW_SCORE_TRACE_IDS],
-            created_at=_ts(now), score_means=dict(report.score_means), report_id=report.report_id,
+            created_at=us_to_ts(now), score_means=dict(report.score_means), report_id=report.report_id,
             report_path=report.report_path,
         )
 
@@ -334,7 +323,7 @@ class Monitor:
         self.consecutive = self.consecutive + 1 if report.drift_detected else 0
         if outcome.retrain is not None:
             self.consecutive = 0
-            self.last_retrain_us = outcome.retrain.created_at.seconds * 1_000_000 + outcome.retrain.created_at.nanos // 1000
+            self.last_retrain_us = ts_to_us(outcome.retrain.created_at)
             self.retrain_count += 1
         self._prune_reports()
 

@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import and_, delete, func, select, update
 
 from llmops.common.sql import SqlDialect, upgrade_schema
+from llmops.common.times import ts_to_us
 from llmops.drift import schema as t
 from llmops.drift.features import Observation
 from llmops.drift.monitor import Monitor, Reference
@@ -190,7 +191,7 @@ class DriftStore:
         return [events_pb2.DriftReportEvent.FromString(r) for r in rows]
 
     def save_retrain(self, ev: events_pb2.RetrainEvent) -> None:
-        created = ev.created_at.seconds * 1_000_000 + ev.created_at.nanos // 1000
+        created = ts_to_us(ev.created_at)
         with self.engine.begin() as conn:
             ins = self.sql.insert(t.retrain_events).values(id=ev.id, monitor=ev.monitor, created_us=created,
                                                            event_pb=ev.SerializeToString())

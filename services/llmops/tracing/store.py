@@ -8,38 +8,22 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.json_format import MessageToDict, ParseDict
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from llmops.common.sql import SqlDialect, upgrade_schema
+from llmops.common.times import now_us, ts_to_us, us_to_ts  # noqa: F401 - ts_to_us is re-exported
 from llmops.tracing import schema as t
 from llmops.v1 import common_pb2, events_pb2, tracing_pb2
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def ts_to_us(ts: Timestamp) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
-
-
-def us_to_ts(us: int) -> Timestamp:
-    out = Timestamp()
-    out.seconds, rem = divmod(int(us), 1_000_000)
-    out.nanos = rem * 1000
-    return out
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True)
