@@ -2,7 +2,14 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/apt-packages 2>/dev/null | sha1sum | cut -c1-12)
+# llama.cpp is compiled for a portable x86-64 baseline (AVX2/FMA/F16C), not for the build host:
+# a native build uses every instruction the CPU lists, and on hosts that list AMX without granting
+# it (seen on these VMs) the first matrix multiply dies with SIGILL. The wheel is kept in a
+# wheelhouse keyed by these flags, so later installs (and fresh checkouts) reuse it.
+LLAMA_CPP_VERSION := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | cut -d= -f3)
+LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+WHEELHOUSE ?= $(HOME)/.cache/llmops/wheels/$(shell echo '$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-10)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml .ci/apt-packages 2>/dev/null; echo '$(LLAMA_CMAKE_ARGS)') | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -20,8 +27,13 @@ $(STAMP): pyproject.toml
 	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	@echo "installing llmops and its dependencies (the first install compiles llama.cpp: ~7 min)"
-	$(PY) -m pip install -e '.[dev]'
+	@ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  echo "compiling llama.cpp $(LLAMA_CPP_VERSION) for a portable AVX2 baseline (~10 min on 2 cores, once)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel -q --no-cache-dir --no-deps \
+	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELHOUSE); }
+	$(PY) -m pip install -q --no-deps --force-reinstall $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	@echo "installing llmops and its dependencies"
+	$(PY) -m pip install -e '.[dev]' --find-links $(WHEELHOUSE)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
