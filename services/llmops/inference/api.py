@@ -32,9 +32,7 @@ def to_input(req: inference_pb2.GenerateRequest, default_max_new_tokens: int) ->
 def to_response(res: GenerateResult) -> inference_pb2.GenerateResponse:
     return inference_pb2.GenerateResponse(
         trace_id=res.trace_id, text=res.text, model=res.model, finish_reason=res.finish_reason,
-        usage=common_pb2.Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
-                               total_tokens=res.prompt_tokens + res.completion_tokens),
-        contexts=res.contexts, latency_ms=res.latency_ms, prompt_template=res.template.name,
+        usage=res.usage(), contexts=res.contexts, latency_ms=res.latency_ms, prompt_template=res.template.name,
         prompt_version=res.template.version,
         tokens=[inference_pb2.TokenLogprob(id=t.id, text=t.text, logprob=t.logprob) for t in res.tokens],
     )

@@ -17,6 +17,7 @@ from llmops.common.envelope import traceparent
 from llmops.common.errors import InvalidArgument, NotFound
 from llmops.common.logging import trace_context
 from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
+from llmops.inference.pricing import PriceTable
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
 from llmops.inference.retrieval_client import RetrievalClient
 from llmops.common.spans import SpanRecorder, new_trace_id
@@ -71,6 +72,14 @@ class GenerateResult:
     latency_ms: float
     template: PromptTemplate
     tokens: list[TokenOut]
+    cost_usd: float | None = None   # None: the model has no price
+
+    def usage(self) -> common_pb2.Usage:
+        u = common_pb2.Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                             total_tokens=self.prompt_tokens + self.completion_tokens)
+        if self.cost_usd is not None:
+            u.cost_usd = self.cost_usd
+        return u
 
 
 @dataclass
@@ -86,7 +95,7 @@ class _Prepared:
 class InferenceEngine:
     def __init__(self, backends: dict[str, ModelBackend], default_model: str, prompts: PromptRegistry,
                  retrieval: RetrievalClient | None, publisher: Publisher, topic_prefix: str = "llmops.",
-                 busy: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+                 busy: Callable[[], ContextManager] = contextlib.nullcontext, prices: PriceTable | None = None) -> None:
         if default_model not in backends:
             raise ValueError(f"default model {default_model!r} is not among the backends")
         self.backends = backends
@@ -96,6 +105,7 @@ class InferenceEngine:
         self.publisher = publisher
         self.spans_topic = f"{topic_prefix}spans"
         self.completions_topic = f"{topic_prefix}completions"
+        self.prices = prices or PriceTable()
         self.busy = busy   # held while a request runs (see llmops.common.busy): local judges wait for it
 
     def backend(self, name: str) -> ModelBackend:
@@ -198,16 +208,20 @@ class InferenceEngine:
                 else:
                     gen = await prep.backend.generate(prep.rendered, req.params)
                 assert gen is not None
+                cost = self.prices.cost(prep.backend.name, gen.prompt_tokens, gen.completion_tokens)
                 rec.end(gen_span, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                        finish_reason=gen.finish_reason)
+                        finish_reason=gen.finish_reason, **({} if cost is None else {"cost_usd": f"{cost:.8f}"}))
                 latency_ms = (time.perf_counter() - t0) * 1000
                 metrics.GENERATION_LATENCY.labels(prep.backend.name).observe(time.perf_counter() - g0)
                 metrics.TOKENS.labels(prep.backend.name, "prompt").inc(gen.prompt_tokens)
                 metrics.TOKENS.labels(prep.backend.name, "completion").inc(gen.completion_tokens)
+                if cost is not None:
+                    metrics.COST.labels(prep.backend.name).inc(cost)
                 result = GenerateResult(
                     trace_id=trace_id, text=gen.text, model=prep.backend.name, finish_reason=gen.finish_reason,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                     contexts=prep.contexts, latency_ms=latency_ms, template=prep.template, tokens=gen.tokens,
+                    cost_usd=cost,
                 )
                 rec.end(root, prompt_template=prep.template.name, prompt_version=prep.template.version,
                         finish_reason=gen.finish_reason, latency_ms=f"{latency_ms:.1f}")
@@ -232,9 +246,7 @@ class InferenceEngine:
     def _publish_completion(self, req: GenerateInput, prep: _Prepared, res: GenerateResult, root_span: str) -> None:
         ev = events_pb2.CompletionEvent(
             trace_id=res.trace_id, model=res.model, prompt=prep.question, contexts=res.contexts, answer=res.text,
-            usage=common_pb2.Usage(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
-                                   total_tokens=res.prompt_tokens + res.completion_tokens),
-            latency_ms=res.latency_ms, prompt_template=prep.template.name, prompt_version=prep.template.version,
+            usage=res.usage(), latency_ms=res.latency_ms, prompt_template=prep.template.name, prompt_version=prep.template.version,
             session_id=req.session_id, user_id=req.user_id, metadata=req.metadata,
             finish_reason=res.finish_reason, rendered_prompt=prep.rendered,
             retrieval_top_score=max((c.vector_similarity for c in res.contexts), default=0.0),

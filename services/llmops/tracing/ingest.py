@@ -96,13 +96,21 @@ class TraceIngestor:
             write = self.kinds[topic][2]
             try:
                 await asyncio.to_thread(write, [ev for _, ev in items])
+                self._stored(topic, [ev for _, ev in items])
             except Exception:
                 log.warning("batch write of %d %s events failed; retrying one by one", len(items), topic, exc_info=True)
                 for r, ev in items:
                     try:
                         await asyncio.to_thread(write, [ev])
+                        self._stored(topic, [ev])
                     except Exception as exc:
                         rejected.append(Rejected(r, f"trace store write failed: {exc}", type(exc).__name__))
-            if topic.endswith("spans"):
-                metrics.SPANS_STORED.inc(len(items))
         return rejected
+
+    def _stored(self, topic: str, events: list) -> None:
+        """Metrics of what reached the store (a redelivered feedback event counts again)."""
+        if topic.endswith("spans"):
+            metrics.SPANS_STORED.inc(len(events))
+        elif topic.endswith("feedback"):
+            for ev in events:
+                metrics.FEEDBACK_SCORES.labels(ev.feedback.name or "user").observe(ev.feedback.score)

@@ -20,6 +20,7 @@ traces = Table(
     Column("answer", Text, nullable=False, default=""),
     Column("prompt_tokens", Integer, nullable=False, default=0),
     Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=True),           # NULL: the model has no price
     Column("prompt_template", String(200), nullable=False, default=""),
     Column("prompt_version", Integer, nullable=False, default=0),
     Column("finish_reason", String(50), nullable=False, default=""),

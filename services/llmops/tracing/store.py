@@ -101,6 +101,7 @@ class SqlTraceStore:
             "end_us": ts_to_us(s.end_time), "status": int(s.status), "status_message": s.status_message,
             "attributes_json": json.dumps(dict(s.attributes), ensure_ascii=False),
         } for s in spans]
+        rows.sort(key=lambda r: (r["trace_id"], r["span_id"]))   # key order: see _by_key
         with self.engine.begin() as conn:
             ins = self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
             # only rows really inserted come back, so a redelivery adds nothing below
@@ -117,7 +118,7 @@ class SqlTraceStore:
                 if (r["trace_id"], r["span_id"]) in fresh:
                     agg["span_count"] += 1
                     fresh.discard((r["trace_id"], r["span_id"]))  # a span repeated within a batch counts once
-            self._upsert_trace_bounds(conn, list(by_trace.values()))
+            self._upsert_trace_bounds(conn, sorted(by_trace.values(), key=lambda a: a["trace_id"]))
         return inserted
 
     def _upsert_trace_bounds(self, conn, aggs: list[dict]) -> None:
@@ -146,11 +147,13 @@ class SqlTraceStore:
                 "latency_ms": c.latency_ms, "model": c.model, "session_id": c.session_id,
                 "user_id": c.user_id, "prompt": c.prompt, "answer": c.answer,
                 "prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens,
+                "cost_usd": c.usage.cost_usd if c.usage.HasField("cost_usd") else None,
                 "prompt_template": c.prompt_template, "prompt_version": c.prompt_version,
                 "finish_reason": c.finish_reason,
                 "metadata_json": json.dumps(dict(c.metadata), ensure_ascii=False),
                 "has_completion": 1, "completion_pb": base64.b64encode(c.SerializeToString()).decode(),
             })
+        rows = _by_key(rows, ("trace_id",))
         ins = self._insert(t.traces)
         ex = ins.excluded
         update = {k: getattr(ex, k) for k in rows[0] if k not in ("trace_id", "start_us", "end_us")}
@@ -169,6 +172,7 @@ class SqlTraceStore:
             "status": int(e.score.status),
             "created_us": ts_to_us(e.score.created_at) if e.score.HasField("created_at") else now_us(),
         } for e in items]
+        rows = _by_key(rows, ("trace_id", "evaluator", "version", "name"))
         ins = self._insert(t.scores)
         ex = ins.excluded
         stmt = ins.on_conflict_do_update(
@@ -187,6 +191,7 @@ class SqlTraceStore:
             "comment": f.comment, "user_id": f.user_id,
             "created_us": ts_to_us(f.created_at) if f.HasField("created_at") else now_us(),
         } for f in items]
+        rows = _by_key(rows, ("id",))
         with self.engine.begin() as conn:
             conn.execute(self._insert(t.feedback).on_conflict_do_nothing(index_elements=["id"]), rows)
         return len(rows)
@@ -336,13 +341,27 @@ class SqlTraceStore:
             return int(conn.execute(select(func.count()).select_from(t.spans)).scalar() or 0)
 
 
+def _by_key(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """One row per key (the last delivery wins), in key order.
+
+    PostgreSQL refuses an ``ON CONFLICT DO UPDATE`` that touches one row twice, and writers that
+    lock rows in different orders deadlock each other: several tracing workers, redeliveries and
+    rebalances write overlapping batches at once. Every write takes its row locks in key order
+    (spans before their traces), so concurrent writers queue instead of deadlocking
+    (tests/integration/test_trace_store_load.py)."""
+    last = {tuple(r[k] for k in key): r for r in rows}
+    return [last[k] for k in sorted(last)]
+
+
 def _summary(row) -> tracing_pb2.TraceSummary:
+    usage = common_pb2.Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+                             total_tokens=row["prompt_tokens"] + row["completion_tokens"])
+    if row["cost_usd"] is not None:
+        usage.cost_usd = row["cost_usd"]
     return tracing_pb2.TraceSummary(
         trace_id=row["trace_id"], start_time=us_to_ts(row["start_us"]), latency_ms=row["latency_ms"] or
         (row["end_us"] - row["start_us"]) / 1000.0, model=row["model"], session_id=row["session_id"],
-        user_id=row["user_id"], prompt=row["prompt"], answer=row["answer"],
-        usage=common_pb2.Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
-                               total_tokens=row["prompt_tokens"] + row["completion_tokens"]),
+        user_id=row["user_id"], prompt=row["prompt"], answer=row["answer"], usage=usage,
         prompt_template=row["prompt_template"], prompt_version=row["prompt_version"],
         finish_reason=row["finish_reason"], span_count=row["span_count"],
         metadata=json.loads(row["metadata_json"] or "{}"), status=row["status"],

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmops/v1/common.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xf2\x01\n\x07\x43ontext\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x32\n\x08metadata\x18\x06 \x03(\x0b\x32 .llmops.v1.Context.MetadataEntry\x12\x19\n\x11vector_similarity\x18\x07 \x01(\x01\x12\x15\n\rkeyword_score\x18\x08 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x05Score\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\tevaluator\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12&\n\x06status\x18\x06 \x01(\x0e\x32\x16.llmops.v1.ScoreStatus\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x07 \x01(\t\"\xe5\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nattributes\x18\x07 \x03(\x0b\x32\x1f.llmops.v1.Span.AttributesEntry\x12%\n\x06status\x18\x08 \x01(\x0e\x32\x15.llmops.v1.SpanStatus\x12\x16\n\x0estatus_message\x18\t \x01(\t\x12\x0f\n\x07service\x18\n \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*X\n\x0bScoreStatus\x12\x1c\n\x18SCORE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCORE_STATUS_OK\x10\x01\x12\x16\n\x12SCORE_STATUS_ERROR\x10\x02*N\n\nSpanStatus\x12\x15\n\x11SPAN_STATUS_UNSET\x10\x00\x12\x12\n\x0eSPAN_STATUS_OK\x10\x01\x12\x15\n\x11SPAN_STATUS_ERROR\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmops/v1/common.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x15\n\x08\x63ost_usd\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_cost_usd\"\xf2\x01\n\x07\x43ontext\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x32\n\x08metadata\x18\x06 \x03(\x0b\x32 .llmops.v1.Context.MetadataEntry\x12\x19\n\x11vector_similarity\x18\x07 \x01(\x01\x12\x15\n\rkeyword_score\x18\x08 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x01\n\x05Score\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\tevaluator\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x05 \x01(\t\x12&\n\x06status\x18\x06 \x01(\x0e\x32\x16.llmops.v1.ScoreStatus\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x07 \x01(\t\"\xe5\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nattributes\x18\x07 \x03(\x0b\x32\x1f.llmops.v1.Span.AttributesEntry\x12%\n\x06status\x18\x08 \x01(\x0e\x32\x15.llmops.v1.SpanStatus\x12\x16\n\x0estatus_message\x18\t \x01(\t\x12\x0f\n\x07service\x18\n \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*X\n\x0bScoreStatus\x12\x1c\n\x18SCORE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCORE_STATUS_OK\x10\x01\x12\x16\n\x12SCORE_STATUS_ERROR\x10\x02*N\n\nSpanStatus\x12\x15\n\x11SPAN_STATUS_UNSET\x10\x00\x12\x12\n\x0eSPAN_STATUS_OK\x10\x01\x12\x15\n\x11SPAN_STATUS_ERROR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTEXT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SPAN_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SPAN_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_SCORESTATUS']._serialized_start=1094
-  _globals['_SCORESTATUS']._serialized_end=1182
-  _globals['_SPANSTATUS']._serialized_start=1184
-  _globals['_SPANSTATUS']._serialized_end=1262
+  _globals['_SCORESTATUS']._serialized_start=1130
+  _globals['_SCORESTATUS']._serialized_end=1218
+  _globals['_SPANSTATUS']._serialized_start=1220
+  _globals['_SPANSTATUS']._serialized_end=1298
   _globals['_USAGE']._serialized_start=70
-  _globals['_USAGE']._serialized_end=149
-  _globals['_CONTEXT']._serialized_start=152
-  _globals['_CONTEXT']._serialized_end=394
-  _globals['_CONTEXT_METADATAENTRY']._serialized_start=347
-  _globals['_CONTEXT_METADATAENTRY']._serialized_end=394
-  _globals['_SCORE']._serialized_start=397
-  _globals['_SCORE']._serialized_end=578
-  _globals['_FEEDBACK']._serialized_start=581
-  _globals['_FEEDBACK']._serialized_end=732
-  _globals['_SPAN']._serialized_start=735
-  _globals['_SPAN']._serialized_end=1092
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1043
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1092
+  _globals['_USAGE']._serialized_end=185
+  _globals['_CONTEXT']._serialized_start=188
+  _globals['_CONTEXT']._serialized_end=430
+  _globals['_CONTEXT_METADATAENTRY']._serialized_start=383
+  _globals['_CONTEXT_METADATAENTRY']._serialized_end=430
+  _globals['_SCORE']._serialized_start=433
+  _globals['_SCORE']._serialized_end=614
+  _globals['_FEEDBACK']._serialized_start=617
+  _globals['_FEEDBACK']._serialized_end=768
+  _globals['_SPAN']._serialized_start=771
+  _globals['_SPAN']._serialized_end=1128
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=1079
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=1128
 # @@protoc_insertion_point(module_scope)
