@@ -9,7 +9,7 @@ from llmops.common.runtime import ServiceParts
 from llmops.common.settings import Settings
 from llmops.common.topics import ensure_topics
 from llmops.inference.api import InferenceServicer
-from llmops.inference.backends import BackendSpec, open_backend
+from llmops.inference.backends import open_backend, spec_from_settings
 from llmops.inference.backends.protocol import ModelBackend
 from llmops.inference.engine import InferenceEngine
 from llmops.inference.prompts import PromptRegistry
@@ -18,8 +18,10 @@ from llmops.v1 import inference_pb2, inference_pb2_grpc
 
 
 def load_backend(settings: Settings) -> ModelBackend:
-    return open_backend(BackendSpec("llama_cpp", settings.model_name, settings.resolved_model_path,
-                                    n_ctx=settings.model_ctx, n_threads=settings.model_threads))
+    """The model backend LLMOPS_MODEL_BACKEND names: the embedded GGUF, or a TGI / OpenAI-compatible server."""
+    local = {"model_path": settings.resolved_model_path, "n_threads": settings.model_threads}
+    return open_backend(spec_from_settings(settings, settings.model_backend, settings.model_name,
+                                           **(local if settings.model_backend == "llama_cpp" else {})))
 
 
 async def build(settings: Settings) -> ServiceParts:
@@ -29,7 +31,7 @@ async def build(settings: Settings) -> ServiceParts:
     retrieval = GrpcRetrievalClient(settings.grpc_target("retrieval"))
     busy = BusySignal(settings.busy_signal_path)
     engine = InferenceEngine({backend.name: backend}, backend.name, prompts, retrieval, bus, settings.topic_prefix,
-                             busy=busy.busy)
+                             busy=busy.busy, prices=settings.price_table)
     servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens)
     ready = asyncio.Event()
 

@@ -15,7 +15,7 @@ from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
-from llmops.inference.backends import BackendSpec, open_backend
+from llmops.inference.backends import open_backend, spec_from_settings
 from llmops.judging.api import JudgingServicer
 from llmops.judging.catalog import build_catalog, load_config
 from llmops.judging.embedding_tier import EmbeddingCache
@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def load_judge(settings: Settings) -> JudgeModel | None:
-    """The judge model: any backend :func:`open_backend` knows (``LLMOPS_JUDGE_BACKEND``)."""
+    """The judge model: any backend :func:`open_backend` knows (``LLMOPS_JUDGE_BACKEND``); a remote one
+    talks to LLMOPS_JUDGE_URL, else to the same server as inference's backend of that kind."""
     if settings.judge_backend == "none":
         return None
-    spec = BackendSpec(settings.judge_backend, f"judge:{settings.model_name}", settings.resolved_judge_model_path,
-                       n_ctx=settings.model_ctx, n_threads=settings.judge_threads, priority=settings.judge_priority)
-    return JudgeModel(open_backend(spec), yield_to=BusySignal(settings.busy_signal_path),
+    embedded = settings.judge_backend == "llama_cpp"
+    local = {"model_path": settings.resolved_judge_model_path, "n_threads": settings.judge_threads,
+             "priority": settings.judge_priority}
+    spec = spec_from_settings(settings, settings.judge_backend, f"judge:{settings.model_name}", url=settings.judge_url,
+                              url_hint=" or LLMOPS_JUDGE_URL", **(local if embedded else {}))
+    # only an embedded judge competes with local generations for the CPU, so only it yields to them
+    return JudgeModel(open_backend(spec), yield_to=BusySignal(settings.busy_signal_path) if embedded else None,
                       max_wait_s=settings.judge_yield_s)
 
 

@@ -16,6 +16,7 @@ from typing import AsyncIterator, Iterator, Sequence
 
 import numpy as np
 
+from llmops.common.errors import InvalidArgument
 from llmops.inference.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
                                                 TokenOut)
 
@@ -138,7 +139,9 @@ class LlamaCppBackend:
         with self._lock:
             prompt_ids = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
             if len(prompt_ids) + params.max_new_tokens > self.n_ctx:
-                raise ValueError("prompt too long")  # callers check first; this guards the KV cache
+                # callers check first; this guards the KV cache, with TGI's wording
+                raise InvalidArgument(f"`inputs` tokens + `max_new_tokens` must be <= {self.n_ctx}. Given: "
+                                      f"{len(prompt_ids)} `inputs` tokens and {params.max_new_tokens} `max_new_tokens`")
             if params.sampling:
                 temp = params.temperature if params.temperature is not None else 1.0
                 top_k = params.top_k or 0

@@ -1,0 +1,1 @@
+"""Wire-level fakes of external servers that cannot run on the test machines (see ARCHITECTURE.md)."""
