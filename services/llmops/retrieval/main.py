@@ -13,12 +13,25 @@ from llmops.retrieval.embedder import SentenceTransformerEmbedder
 from llmops.retrieval.ingest import DocumentIngestor
 from llmops.retrieval.lance import LanceVectorStore
 from llmops.retrieval.retriever import Retriever
+from llmops.retrieval.store import VectorStore
 from llmops.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+
+def build_vector_store(settings: Settings) -> VectorStore:
+    """LanceDB on local disk by default; Weaviate when LLMOPS_VECTOR_STORE=weaviate."""
+    if settings.vector_store == "weaviate":
+        if not settings.weaviate_url:
+            raise ValueError("LLMOPS_VECTOR_STORE=weaviate needs LLMOPS_WEAVIATE_URL (e.g. http://weaviate:8080)")
+        from llmops.retrieval.weaviate_store import WeaviateVectorStore  # the client is only imported when used
+
+        return WeaviateVectorStore(settings.weaviate_url, grpc_port=settings.weaviate_grpc_port,
+                                   api_key=settings.weaviate_api_key, tenant=settings.weaviate_tenant)
+    return LanceVectorStore(settings.resolved_vector_db)
 
 
 def build_retriever(settings: Settings) -> Retriever:
     embedder = SentenceTransformerEmbedder(settings.resolved_embedding_model)
-    store = LanceVectorStore(settings.resolved_vector_db)
+    store = build_vector_store(settings)
     return Retriever(embedder, store, default_collection=settings.default_collection,
                      chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
 
@@ -34,5 +47,6 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, app,
         register=lambda s: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s.server),
         service_names=[retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name],
+        close=getattr(retriever.store, "close", lambda: None),  # Weaviate holds HTTP and gRPC connections
         companions=[LagMonitor(settings, {app.conf.id: [settings.topic("documents")]})],
     )
