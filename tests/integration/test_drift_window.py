@@ -49,6 +49,19 @@ def test_stationary_window_is_quiet_and_a_shifted_one_is_not(method, tmp_path):
     assert shifted.report_html.stat().st_size > 10_000 and shifted.report_json.stat().st_size > 100
 
 
+def test_a_small_window_gets_tabular_drift_without_failing():
+    """Evidently's embedding drift runs t-SNE (perplexity 30) and fails on 30 rows or fewer; a
+    monitor with windows of 10 still gets its tabular report."""
+    rng = np.random.default_rng(3)
+    small = window_drift(frame(rng, 10), frame(rng, 10, shift=1.0), numeric=NUMERIC, categorical=CATEGORICAL,
+                         reference_embeddings=embeddings(rng, 10), current_embeddings=embeddings(rng, 10, shift=1.0))
+    assert small.embedding is None and small.features
+    assert "prompt_chars" in small.drifted_features
+    big_enough = window_drift(frame(rng, 16), frame(rng, 15), numeric=NUMERIC, reference_embeddings=embeddings(rng, 16),
+                              current_embeddings=embeddings(rng, 15))
+    assert big_enough.embedding is not None
+
+
 def test_unknown_method_is_refused():
     rng = np.random.default_rng(1)
     with pytest.raises(ValueError, match="unknown embedding drift method 'nope'"):

@@ -115,6 +115,11 @@ class DriftEngine:
 
     # -- the sweeper: close due entries, then due windows -------------------------------------
     async def start(self) -> None:
+        for name in self.monitors:   # export zeros from the start: "no retrain event yet" is data, not a gap
+            metrics.RETRAIN_EVENTS.labels(name)
+            metrics.DRIFT_REPORT_SECONDS.labels(name)   # so that rate() sees the first window as an increase
+            for drifted in ("true", "false"):
+                metrics.DRIFT_WINDOWS.labels(name, drifted)
         await asyncio.to_thread(self._restore)
         self._task = asyncio.create_task(self._loop(), name="drift-sweeper")
 
@@ -231,7 +236,15 @@ class DriftEngine:
                 if not m.due(now):
                     continue
                 rows, extra = m.take_window()
-            outcome = await asyncio.to_thread(m.evaluate, rows, extra, now)
+            try:
+                outcome = await asyncio.to_thread(m.evaluate, rows, extra, now)
+            except Exception:
+                # a window Evidently cannot evaluate would fail the same way on every retry: count it,
+                # log it, and go on with the next (its observations stay in the drift store)
+                metrics.DRIFT_WINDOWS.labels(m.spec.name, "error").inc()
+                log.exception("monitor %s: a window of %d completions could not be evaluated; skipped",
+                              m.spec.name, len(rows))
+                continue
             async with self.monitor_lock:
                 await self._record(m, outcome)
             done.append(outcome)

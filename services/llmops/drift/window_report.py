@@ -3,6 +3,7 @@ features and ``EmbeddingsDrift`` over the prompt embeddings, read back into plai
 the report saved as HTML and JSON for a person to open."""
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_METHODS = ("mmd", "model", "distance", "ratio")
 # Evidently's own defaults, except for two, both measured here on stationary windows of prompt
@@ -96,6 +99,11 @@ def text_descriptors(text_columns: Sequence[str]) -> tuple[list, list[str]]:
     return descriptors, names
 
 
+# Evidently's EmbeddingsDrift draws a t-SNE map of both samples with its fixed perplexity of 30,
+# which scikit-learn refuses for 30 rows or fewer: smaller windows get tabular drift only.
+EMBEDDING_MIN_ROWS = 31
+
+
 def window_drift(reference: pd.DataFrame, current: pd.DataFrame, *, numeric: Sequence[str],
                  categorical: Sequence[str] = (), text: Sequence[str] = (),
                  reference_embeddings: np.ndarray | None = None,
@@ -113,6 +121,12 @@ def window_drift(reference: pd.DataFrame, current: pd.DataFrame, *, numeric: Seq
     descriptors, descriptor_columns = text_descriptors(text)
     columns = list(numeric) + list(categorical) + descriptor_columns
     emb_cols: list[str] = []
+    if reference_embeddings is not None and current_embeddings is not None:
+        if len(reference) + len(current) < EMBEDDING_MIN_ROWS:
+            log.warning("prompt-embedding drift needs at least %d rows in reference and window together (t-SNE "
+                        "in Evidently's report), not %d: tabular drift only", EMBEDDING_MIN_ROWS,
+                        len(reference) + len(current))
+            reference_embeddings = current_embeddings = None
     if reference_embeddings is not None and current_embeddings is not None:
         emb_cols = [f"emb_{i}" for i in range(np.asarray(reference_embeddings).shape[1])]
     definition = DataDefinition(numerical_columns=list(numeric) + emb_cols, categorical_columns=list(categorical),
