@@ -164,6 +164,19 @@ def status() -> None:
     sys.exit(0 if _print_status(_console(), s, asyncio.run(_status_rows(s))) else 1)
 
 
+@main.command()
+@click.argument("service", type=click.Choice(sorted(SERVICE_MODULES)))
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for an answer.")
+def health(service: str, timeout: float) -> None:
+    """Exit 0 when SERVICE answers SERVING to the gRPC health check (container healthchecks use it)."""
+    from llmops.supervisor import health_status
+
+    s = _settings()
+    state = asyncio.run(health_status(s.grpc_target(service), timeout))
+    click.echo(f"{service} {s.grpc_target(service)} {state}")
+    sys.exit(0 if state == "SERVING" else 1)
+
+
 # -- using it ----------------------------------------------------------------------------------
 @main.command()
 @click.argument("prompt")

@@ -1,10 +1,12 @@
 """Consumer lag, measured the way an operator would: the topic's end offsets minus the group's
-committed offsets, per (topic, group). Exported as ``llmops_consumer_lag_messages``."""
+committed offsets, per (topic, group). Exported as ``llmops_consumer_lag_messages``. The same
+round trip tells whether the broker answers: ``llmops_broker_up`` and ``llmops_broker_roundtrip_seconds``."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -69,10 +71,14 @@ class LagMonitor:
 
     async def _loop(self) -> None:
         while True:
+            t0 = time.perf_counter()
             try:
-                await self.measure()
+                await asyncio.wait_for(self.measure(), timeout=max(self.interval_s * 2, 10.0))
+                metrics.BROKER_UP.set(1)
+                metrics.BROKER_ROUNDTRIP.observe(time.perf_counter() - t0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a broker hiccup must not kill the monitor
-                log.warning("could not measure consumer lag: %s", exc)
+                metrics.BROKER_UP.set(0)
+                log.warning("could not measure consumer lag: %s", exc or type(exc).__name__)
             await asyncio.sleep(self.interval_s)

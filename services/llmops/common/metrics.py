@@ -104,9 +104,15 @@ DRIFT_REPORT_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS, registry=REGISTRY,
 )
 RETRAIN_EVENTS = Counter("llmops_retrain_events_total", "Retrain events emitted", ["monitor"], registry=REGISTRY)
+# A histogram's _sum must only grow (rate() reads a drop as a restart, and prometheus-client drops
+# _sum when a bucket is negative), so negative feedback (a -1 thumbs-down) is counted on its own.
 FEEDBACK_SCORES = Histogram(
-    "llmops_feedback_score", "Feedback scores stored (thumbs: -1/0/1 or 0/1; ratings 1-5)", ["name"],
-    buckets=(-1, -0.5, 0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5), registry=REGISTRY,
+    "llmops_feedback_score", "Non-negative feedback scores stored (thumbs 0/1, ratings 1-5)", ["name"],
+    buckets=(0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5), registry=REGISTRY,
+)
+FEEDBACK_NEGATIVE = Counter(
+    "llmops_feedback_negative_total", "Negative feedback scores stored (e.g. a -1 thumbs-down)", ["name"],
+    registry=REGISTRY,
 )
 SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)

@@ -66,6 +66,8 @@ def validate_feedback(ev: events_pb2.FeedbackEvent) -> events_pb2.FeedbackEvent:
 class TraceIngestor:
     def __init__(self, store: TraceStore, topic_prefix: str = "llmops.") -> None:
         self.store = store
+        metrics.FEEDBACK_SCORES.labels("user")   # exported from the start: the first feedback is an increase
+        metrics.FEEDBACK_NEGATIVE.labels("user")
         self.kinds = {
             f"{topic_prefix}spans": (events_pb2.SpanEvent, validate_span, store.write_spans),
             f"{topic_prefix}completions": (events_pb2.CompletionEvent, validate_completion, store.write_completions),
@@ -113,4 +115,8 @@ class TraceIngestor:
             metrics.SPANS_STORED.inc(len(events))
         elif topic.endswith("feedback"):
             for ev in events:
-                metrics.FEEDBACK_SCORES.labels(ev.feedback.name or "user").observe(ev.feedback.score)
+                name = ev.feedback.name or "user"
+                if ev.feedback.score < 0:
+                    metrics.FEEDBACK_NEGATIVE.labels(name).inc()
+                else:
+                    metrics.FEEDBACK_SCORES.labels(name).observe(ev.feedback.score)
