@@ -3,10 +3,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import drift, judging, request_path, trace_ingest  # noqa: E402
+from bench import drift, judging, request_path, trace_ingest, trace_store  # noqa: E402
 
 if __name__ == "__main__":
     trace_ingest.run()
+    trace_store.run()
     request_path.run()
     judging.run()
     drift.run()
