@@ -62,6 +62,18 @@ def test_a_small_window_gets_tabular_drift_without_failing():
     assert big_enough.embedding is not None
 
 
+def test_empty_answers_do_not_fail_the_window():
+    """Evidently's non-letter percentage divides by the text's length; an empty answer (a model
+    that stops at once) must not fail the window."""
+    rng = np.random.default_rng(4)
+    ref, cur = frame(rng, 40), frame(rng, 40)
+    ref["answer"] = ["A short answer, 42."] * 40
+    cur["answer"] = ["", "Another answer!"] * 20
+    out = window_drift(ref, cur, numeric=NUMERIC, text=["answer"])
+    pct = next(f for f in out.features if f.feature == "answer_non_letter_pct")
+    assert pct.drifted   # half the answers are empty now: their share of non-letters moved
+
+
 def test_unknown_method_is_refused():
     rng = np.random.default_rng(1)
     with pytest.raises(ValueError, match="unknown embedding drift method 'nope'"):
@@ -76,3 +88,50 @@ def test_completion_features():
     assert f == {"prompt_chars": 3.0, "answer_chars": 5.0, "prompt_tokens": 3.0, "completion_tokens": 2.0,
                  "latency_ms": 12.5, "retrieval_top_score": 0.4, "finish_reason": "unknown"}
     assert set(f) == set(NUMERIC) | set(CATEGORICAL)
+
+
+async def test_a_window_that_cannot_be_evaluated_is_counted_logged_and_skipped(tmp_path, caplog):
+    """The report directory is a file, so saving the Evidently report fails: the engine counts
+    the window as an error, logs it, and the monitor goes on with its next window."""
+    from llmops.common import metrics
+    from llmops.drift.engine import DriftEngine
+    from llmops.drift.features import Observation
+    from llmops.drift.monitor import MonitorSpec
+    from llmops.drift.store import DriftStore
+
+    class Sender:
+        sent: list = []
+
+        async def send_many(self, messages):
+            self.sent.extend(messages)
+
+    blocked = tmp_path / "reports"
+    blocked.write_text("not a directory")
+    rng = np.random.default_rng(5)
+    store = DriftStore(f"sqlite:///{tmp_path}/drift.db")
+    engine = DriftEngine([MonitorSpec("m", window_size=20)], store, lambda texts: embeddings(rng, len(texts)),
+                         Sender(), {}, reports_dir=blocked)
+    await engine.start()
+    errors = metrics.DRIFT_WINDOWS.labels("m", "error")
+
+    def fill(start: int) -> None:
+        for i, row in enumerate(frame(rng, 20).to_dict("records")):
+            engine.monitors["m"].offer(Observation(f"{start + i:032x}", 1_000 + start + i, has_completion=True,
+                                                   features=row, embedding=embeddings(rng, 1)[0]))
+
+    try:
+        fill(0)
+        first = await engine.close_windows()
+        assert len(first) == 1 and first[0].reference is not None    # the reference needs no report
+        before = errors._value.get()
+        fill(100)
+        assert await engine.close_windows() == []                      # skipped, not retried forever
+        assert errors._value.get() == before + 1
+        assert "could not be evaluated; skipped" in caplog.text and "NotADirectoryError" in caplog.text
+        assert engine.monitors["m"].current == {} and not engine.monitors["m"].due()
+        fill(200)                                                      # the monitor goes on
+        assert await engine.close_windows() == [] and errors._value.get() == before + 2
+        assert Sender.sent == []                                       # no report was published for them
+    finally:
+        await engine.stop()
+        store.close()

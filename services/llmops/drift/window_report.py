@@ -81,21 +81,34 @@ def _non_ascii_share(column):
     return DatasetColumn(type=ColumnType.Numerical, data=column.data.apply(share))
 
 
+def _non_letter_pct(column):
+    """Evidently's NonLetterCharacterPercentage (characters neither letters nor spaces, in percent),
+    defined for the empty text (0) where Evidently's own divides by zero: one empty answer made the
+    whole window fail."""
+    from evidently.core.datasets import DatasetColumn
+    from evidently.legacy.core import ColumnType
+
+    def pct(text) -> float:
+        text = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+        return 100.0 * sum(not c.isalpha() and c != " " for c in text) / len(text) if text else 0.0
+
+    return DatasetColumn(type=ColumnType.Numerical, data=column.data.apply(pct))
+
+
 def text_descriptors(text_columns: Sequence[str]) -> tuple[list, list[str]]:
     """Evidently text descriptors of each text column, and their column names: length in
     characters, words (ASCII letters only, as Evidently counts them), share of non-letters, and
     share of non-ASCII letters."""
-    from evidently.descriptors import (CustomColumnDescriptor, NonLetterCharacterPercentage, TextLength,
-                                       WordCount)
+    from evidently.descriptors import CustomColumnDescriptor, TextLength, WordCount
 
     descriptors, names = [], []
     for col in text_columns:
-        parts = [(TextLength, "length"), (WordCount, "words"), (NonLetterCharacterPercentage, "non_letter_pct")]
-        for cls, suffix in parts:
+        for cls, suffix in ((TextLength, "length"), (WordCount, "words")):
             descriptors.append(cls(col, alias=f"{col}_{suffix}"))
             names.append(f"{col}_{suffix}")
-        descriptors.append(CustomColumnDescriptor(col, _non_ascii_share, alias=f"{col}_non_ascii"))
-        names.append(f"{col}_non_ascii")
+        for fn, suffix in ((_non_letter_pct, "non_letter_pct"), (_non_ascii_share, "non_ascii")):
+            descriptors.append(CustomColumnDescriptor(col, fn, alias=f"{col}_{suffix}"))
+            names.append(f"{col}_{suffix}")
     return descriptors, names
 
 
