@@ -73,6 +73,7 @@ class FakeTgi:
     def __init__(self, config: FakeTgiConfig | None = None) -> None:
         self.config = config or FakeTgiConfig()
         self.requests: list[dict[str, Any]] = []   # every /generate* body, for assertions
+        self.authorizations: list[tuple[str, str]] = []   # (path, Authorization header) of every request
 
     # -- validation, as router/src/validation.rs ----------------------------------------------
     def validate(self, body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
@@ -253,7 +254,12 @@ def make_app(tgi: FakeTgi) -> web.Application:
     async def health(request: web.Request) -> web.Response:
         return web.Response(status=200)
 
-    app = web.Application()
+    @web.middleware
+    async def record_auth(request: web.Request, handler):
+        tgi.authorizations.append((request.path, request.headers.get("Authorization", "")))
+        return await handler(request)
+
+    app = web.Application(middlewares=[record_auth])
     app.add_routes([web.post("/", compat), web.post("/generate", generate),
                     web.post("/generate_stream", generate_stream), web.post("/tokenize", tokenize_route),
                     web.post("/chat_tokenize", chat_tokenize), web.get("/info", info), web.get("/health", health)])

@@ -221,9 +221,27 @@ def test_settings_pick_the_backend_and_its_url(tgi_url, tmp_path):
         load_backend(Settings(data_dir=tmp_path, model_backend="openai", openai_base_url=""))
     with pytest.raises(ValueError, match="LLMOPS_JUDGE_URL"):
         load_judge(Settings(data_dir=tmp_path, judge_backend="tgi", tgi_url="", judge_url=""))
-    judge = load_judge(Settings(data_dir=tmp_path, judge_backend="tgi", tgi_url="http://unused:1", judge_url=tgi_url))
+    judge = load_judge(Settings(data_dir=tmp_path, judge_backend="tgi", tgi_url="http://unused:1", judge_url=tgi_url,
+                                tgi_api_key="hf_secret"))
     assert judge is not None and isinstance(judge.backend, TgiBackend) and judge.yield_to is None
     judge.backend.close()
+
+
+async def test_the_tgi_api_key_goes_with_every_call():
+    """LLMOPS_TGI_API_KEY (a Hugging Face Inference Endpoint's token) is sent on /info, /tokenize
+    and generation alike."""
+    from llmops.inference.main import load_backend
+
+    with FakeTgiServer() as server:
+        b = load_backend(Settings(model_backend="tgi", tgi_url=server.url, tgi_api_key="hf_secret"))
+        try:
+            b.count_tokens("hello there")
+            await b.generate("hello there", GenerationParams(max_new_tokens=3))
+        finally:
+            b.close()
+        paths = {path for path, _ in server.tgi.authorizations}
+        assert {"/info", "/tokenize"} <= paths and paths & {"/", "/generate"}
+        assert {auth for _, auth in server.tgi.authorizations} == {"Bearer hf_secret"}
 
 
 async def test_the_judge_scores_through_the_openai_backend(llama_server):

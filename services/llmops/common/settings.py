@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("smollm2-135m-instruct", description="Name clients use for the model (for `openai`, also the model id sent to the server unless LLMOPS_OPENAI_MODEL is set).")
     tgi_url: str = Field("", description="Base URL of a text-generation-inference server, e.g. `http://tgi:80`.")
+    tgi_api_key: str = Field("", description="Bearer token for TGI (e.g. a Hugging Face Inference Endpoint); empty: none.")
     openai_base_url: str = Field("", description="Base URL of an OpenAI-compatible API, e.g. `http://vllm:8000/v1`.")
     openai_api_key: str = Field("", description="Bearer token for the OpenAI-compatible API (empty: none).")
     openai_model: str = Field("", description="Model id the OpenAI-compatible server knows. Empty: LLMOPS_MODEL_NAME.")

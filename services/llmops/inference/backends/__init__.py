@@ -45,7 +45,7 @@ def spec_from_settings(settings: Settings, kind: str, name: str, url: str = "", 
         raise ValueError(f"the {kind} model backend needs its server's URL: set {env}{url_hint}")
     openai = kind == "openai"
     return BackendSpec(kind, name, n_ctx=settings.model_ctx, url=url, timeout_s=settings.backend_timeout_s,
-                       api_key=settings.openai_api_key if openai else "",
+                       api_key=settings.openai_api_key if openai else settings.tgi_api_key,
                        remote_model=(settings.openai_model or settings.model_name) if openai else "")
 
 
