@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import os
 
 import pytest
@@ -44,9 +45,9 @@ def llama():
 POSTGRES_URL = os.environ.get("LLMOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-def postgres_url():
-    """A fresh schema in the machine's PostgreSQL for each test; dropped afterwards."""
+@contextlib.contextmanager
+def postgres_schema():
+    """A fresh schema in the machine's PostgreSQL, dropped afterwards: the URL that uses it."""
     import uuid
 
     import sqlalchemy as sa
@@ -59,7 +60,16 @@ def postgres_url():
     except Exception as exc:
         pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required for this test: {exc}")
     sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A schema of its own for each test."""
+    with postgres_schema() as url:
+        yield url

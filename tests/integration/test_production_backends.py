@@ -13,6 +13,7 @@ from llmops.inference.main import build as build_inference
 from llmops.retrieval.main import build as build_retrieval
 from llmops.tracing.main import build as build_tracing
 from llmops.v1 import inference_pb2
+from tests.conftest import postgres_schema
 from tests.fakes.tgi_server import FakeTgiServer
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.integration.test_request_path import DOCS
@@ -44,20 +45,8 @@ def tgi():
 
 @pytest.fixture(scope="module")
 def pg_url():
-    """A schema of its own in the machine's PostgreSQL (the conftest fixture is per test)."""
-    import sqlalchemy as sa
-
-    from tests.conftest import POSTGRES_URL
-
-    schema = f"llmops_prod_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema() as url:   # one schema for the module (the conftest fixture is per test)
+        yield url
 
 
 @pytest.fixture(scope="module")
