@@ -3,6 +3,7 @@ service run in-process on its own thread exactly as ``llmops serve`` runs it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -141,3 +142,16 @@ class ServiceThread:
         if self.loop and self.stop_event:
             self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(60)
+
+
+@contextlib.contextmanager
+def running_services(settings: Settings, builds):
+    """Start ``(name, build)`` services in order on their own threads; stop them in reverse."""
+    threads: list[ServiceThread] = []
+    try:
+        for name, build in builds:
+            threads.append(ServiceThread(name, settings, build).start())
+        yield threads
+    finally:
+        for t in reversed(threads):
+            t.stop()

@@ -14,7 +14,7 @@ from llmops.common.spans import new_span_id, new_trace_id
 from llmops.judging.main import build as build_judging
 from llmops.tracing.main import build as build_tracing
 from llmops.v1 import common_pb2, events_pb2, judging_pb2, tracing_pb2
-from tests.support import ServiceThread, consume, make_settings, produce, wait_until
+from tests.support import consume, make_settings, produce, running_services, wait_until
 
 CONTEXTS = [
     "The assert statement inserts debugging assertions into a program. If the expression is false, assert "
@@ -45,14 +45,8 @@ def stack(kafka, tmp_path_factory):
     config.write_text(json.dumps({"evaluators": {"rag.faithfulness.llm": {"online": True, "rate": 1.0},
                                                  "rubric.helpfulness": {"online": False}}}))
     s = make_settings(data, kafka, judge_config=str(config))
-    threads = []
-    try:
-        for name, build in (("tracing", build_tracing), ("judging", build_judging)):
-            threads.append(ServiceThread(name, s, build).start())
+    with running_services(s, (("tracing", build_tracing), ("judging", build_judging))):
         yield s, Client(s)
-    finally:
-        for t in reversed(threads):
-            t.stop()
 
 
 def scores_by_evaluator(trace: tracing_pb2.Trace) -> dict[str, common_pb2.Score]:

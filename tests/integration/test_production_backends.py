@@ -17,7 +17,7 @@ from tests.conftest import postgres_schema
 from tests.fakes.tgi_server import FakeTgiServer
 from tests.fakes.weaviate_server import FakeWeaviate
 from tests.integration.test_request_path import DOCS
-from tests.support import ServiceThread, make_settings, wait_until
+from tests.support import make_settings, running_services, wait_until
 
 pytestmark = pytest.mark.postgres
 PRICE_IN, PRICE_OUT = 0.20, 0.80
@@ -55,17 +55,11 @@ def stack(kafka, tmp_path_factory, weaviate, tgi, pg_url):
     s = make_settings(tmp_path_factory.mktemp("prod"), kafka, vector_store="weaviate", weaviate_url=w_url,
                       weaviate_grpc_port=w_grpc, model_backend="tgi", tgi_url=t_url, model_name="tgi-model",
                       trace_db=pg_url, model_prices=f"tgi-model={PRICE_IN}/{PRICE_OUT}")
-    threads = []
-    try:
-        for name, build in (("retrieval", build_retrieval), ("tracing", build_tracing),
-                            ("inference", build_inference)):
-            threads.append(ServiceThread(name, s, build).start())
+    with running_services(s, (("retrieval", build_retrieval), ("tracing", build_tracing),
+                              ("inference", build_inference))):
         client = Client(s)
         client.upsert(DOCS, f"kb{uuid.uuid4().hex[:6]}")   # a collection of its own on a real Weaviate
         yield s, client
-    finally:
-        for t in reversed(threads):
-            t.stop()
 
 
 def collection_of(client) -> str:

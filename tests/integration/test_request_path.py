@@ -11,7 +11,7 @@ from llmops.inference.main import build as build_inference
 from llmops.retrieval.main import build as build_retrieval
 from llmops.tracing.main import build as build_tracing
 from llmops.v1 import events_pb2, inference_pb2, retrieval_pb2, tracing_pb2
-from tests.support import ServiceThread, consume, make_settings, produce, wait_until
+from tests.support import consume, make_settings, produce, running_services, wait_until
 
 DOCS = [
     retrieval_pb2.Document(id="kb:assert", text=(
@@ -31,17 +31,11 @@ DOCS = [
 @pytest.fixture(scope="module")
 def stack(kafka, tmp_path_factory):
     s = make_settings(tmp_path_factory.mktemp("stack"), kafka)
-    threads = []
-    try:
-        for name, build in (("retrieval", build_retrieval), ("tracing", build_tracing),
-                            ("inference", build_inference)):
-            threads.append(ServiceThread(name, s, build).start())
+    with running_services(s, (("retrieval", build_retrieval), ("tracing", build_tracing),
+                              ("inference", build_inference))):
         client = Client(s)
         client.upsert(DOCS, "kb")
         yield s, client
-    finally:
-        for t in reversed(threads):
-            t.stop()
 
 
 def code_of(fn):
