@@ -33,7 +33,7 @@ MIX = 0.2                 # the partial shift: this share of requests moves to t
 
 class Workload:
     def __init__(self) -> None:
-        from llmops.retrieval.embedder import SentenceTransformerEmbedder
+        from llmops.embedding import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder(packaged_embedder())
         self.pools = {"en": python_prompts(), "ko": korean_prompts()}

@@ -178,8 +178,8 @@ def sustained_lag(duration_s: float, **overrides) -> tuple[list[list], dict]:
 
 
 def run(llm_items: int = 24, load_s: float = 60.0) -> dict:
-    from llmops.inference.backends.llama_cpp import LlamaCppBackend
-    from llmops.retrieval.embedder import SentenceTransformerEmbedder
+    from llmops.backends.llama_cpp import LlamaCppBackend
+    from llmops.embedding import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(packaged_embedder())
     judge = JudgeModel(LlamaCppBackend(packaged_gguf(), "judge", n_ctx=2048, n_threads=2))

@@ -4,9 +4,7 @@ import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import llmops  # noqa: F401 - keeps every model library offline (llmops/__init__.py)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +27,7 @@ def kafka():
 @pytest.fixture(scope="session")
 def embedder():
     from llmops.common.settings import packaged_embedder
-    from llmops.retrieval.embedder import SentenceTransformerEmbedder
+    from llmops.embedding import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(packaged_embedder())
 
@@ -37,7 +35,7 @@ def embedder():
 @pytest.fixture(scope="session")
 def llama():
     from llmops.common.settings import packaged_gguf
-    from llmops.inference.backends.llama_cpp import LlamaCppBackend
+    from llmops.backends.llama_cpp import LlamaCppBackend
 
     return LlamaCppBackend(packaged_gguf(), "smollm2-135m-instruct", n_ctx=2048, n_threads=2)
 

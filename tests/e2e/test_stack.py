@@ -11,9 +11,8 @@ import grpc
 import pytest
 
 from llmops.client import Client
-from llmops.common.envelope import encode
 from llmops.common.settings import Settings
-from llmops.v1 import events_pb2, inference_pb2, retrieval_pb2, tracing_pb2
+from llmops.v1 import inference_pb2, retrieval_pb2, tracing_pb2
 from tests.support import consume, free_port, health, make_settings, produce, wait_until
 
 LLMOPS = [sys.executable, "-m", "llmops.cli"]
@@ -24,7 +23,6 @@ def stack_env(s: Settings) -> dict[str, str]:
     env.update(s.to_env())
     env.pop("LLMOPS_KAFKA_BOOTSTRAP", None)           # the stack starts its own embedded broker…
     env["LLMOPS_KAFKA_EMBEDDED_PORT"] = str(free_port())  # …on a port of its own
-    env["HF_HUB_OFFLINE"] = "1"
     return env
 
 

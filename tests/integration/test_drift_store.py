@@ -6,7 +6,8 @@ import pytest
 
 from llmops.drift.features import Observation
 from llmops.drift.monitor import Monitor, MonitorSpec, Reference, Scope
-from llmops.drift.store import DriftStore, InvalidPageToken
+from llmops.common.paging import InvalidPageToken
+from llmops.drift.store import DriftStore
 from llmops.v1 import events_pb2
 
 

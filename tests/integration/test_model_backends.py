@@ -18,10 +18,10 @@ import pytest
 
 from llmops.common.errors import InvalidArgument, Unavailable
 from llmops.common.settings import Settings, packaged_gguf
-from llmops.inference.backends import BackendSpec, open_backend
-from llmops.inference.backends.openai_compat import OpenAICompatBackend
-from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
-from llmops.inference.backends.tgi import TgiBackend
+from llmops.backends import BackendSpec, open_backend
+from llmops.backends.openai_compat import OpenAICompatBackend
+from llmops.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
+from llmops.backends.tgi import TgiBackend
 from tests.fakes.tgi_server import FakeTgiServer
 from tests.support import free_port
 
@@ -38,7 +38,7 @@ def llama_server(tmp_path_factory):
         [sys.executable, "-m", "llama_cpp.server", "--model", packaged_gguf(), "--model_alias", "smollm2",
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
          "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        stdout=subprocess.DEVNULL, stderr=log)   # offline: it inherits llmops' switches
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 90

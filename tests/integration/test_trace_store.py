@@ -4,7 +4,8 @@ import time
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from llmops.tracing.store import InvalidPageToken, SqlTraceStore, TraceQuery
+from llmops.common.paging import InvalidPageToken
+from llmops.tracing.store import SqlTraceStore, TraceQuery
 from llmops.v1 import common_pb2, events_pb2
 
 

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 
 from llmops.tracing.store import MIGRATIONS, SqlTraceStore, TraceQuery
-from llmops.v1 import common_pb2, events_pb2
+from llmops.v1 import common_pb2
 from tests.integration.test_trace_store import completion, score_event, span
 
 pytestmark = pytest.mark.postgres

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelLimits, TokenOut
+from llmops.backends.protocol import Generation, GenerationParams, ModelLimits, TokenOut
 from llmops.judging.catalog import CatalogError, Sampling, build_catalog
 from llmops.judging.claims import claims_of, split_sentences
 from llmops.judging.evaluator import Sample

@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.common.settings import Settings
-from llmops.inference.pricing import PriceTable
+from llmops.common.pricing import PriceTable
 
 
 def test_cost_is_prompt_and_completion_tokens_at_their_prices():

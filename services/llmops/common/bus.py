@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
@@ -23,6 +24,21 @@ from llmops.common.kafka import producer_options
 from llmops.common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: (topic, key, message, traceparent): one event for :meth:`EventPublisher.send_many`
+OutgoingEvent = tuple[str, str, Message, str]
+
+
+class EventPublisher(Protocol):
+    """The port every service publishes through; :class:`EventBus` is its Kafka adapter."""
+
+    def publish(self, topic: str, key: str, message: Message, traceparent: str = "") -> bool:
+        """The request path's door: buffer without waiting; False (and counted) when it cannot."""
+        ...
+
+    async def send_many(self, messages: list[OutgoingEvent]) -> None:
+        """The consumers' door: deliver all of them, acknowledged by the broker, or raise."""
+        ...
 
 
 @dataclass
@@ -147,7 +163,7 @@ class EventBus:
         self.stats.published += 1
         metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
-    async def send_many(self, messages: list[tuple[str, str, Message, str]]) -> None:
+    async def send_many(self, messages: list[OutgoingEvent]) -> None:
         """Send (topic, key, message, traceparent) items in one batch and wait until the broker
         has acknowledged all of them; raises if any could not be delivered."""
         futures = []

@@ -8,6 +8,8 @@ from typing import Sequence, TypeVar
 from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 
+from llmops.common.errors import InvalidArgument
+
 TYPE_HEADER = "llmops-type"
 TRACEPARENT_HEADER = "traceparent"
 CONTENT_TYPE_HEADER = "content-type"
@@ -17,8 +19,8 @@ M = TypeVar("M", bound=Message)
 Headers = Sequence[tuple[str, bytes]]
 
 
-class UndecodableMessage(ValueError):
-    """A consumed message that cannot be turned into its event. ``reason`` goes on the DLQ."""
+class UndecodableMessage(InvalidArgument):
+    """A consumed message that cannot be turned into its event. Its message goes on the DLQ as the reason."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import signal
 import time
 from typing import Awaitable, Callable
 
@@ -19,10 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmops.common import metrics
+from llmops.common.channels import SERVER_OPTIONS
 from llmops.common.errors import LlmopsError
 from llmops.common.logging import current_trace_id
 from llmops.common.envelope import parse_traceparent
 from llmops.common.settings import Settings
+from llmops.common.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,6 @@ log = logging.getLogger(__name__)
 incoming_trace: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "llmops_incoming_trace", default=None
 )
-
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),
-]
-
 
 def _code_name(context) -> str:
     try:
@@ -132,7 +126,7 @@ class GrpcServer:
         self.settings = settings
         self.names = service_full_names
         self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor(service)], options=GRPC_OPTIONS,
+            interceptors=[ErrorMappingInterceptor(service)], options=SERVER_OPTIONS,
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         self.health = health.aio.HealthServicer()
@@ -166,15 +160,6 @@ class GrpcServer:
     async def stop(self, grace_s: float | None = None) -> None:
         await self.set_serving(False)
         await self.server.stop(self.settings.grpc_grace_seconds if grace_s is None else grace_s)
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (RuntimeError, ValueError):  # not the main thread (embedded in a test or a host app)
-            return
 
 
 async def serve_until_stopped(

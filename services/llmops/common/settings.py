@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     @field_validator("model_prices")
     @classmethod
     def _prices_ok(cls, v: str) -> str:
-        from llmops.inference.pricing import PriceTable
+        from llmops.common.pricing import PriceTable
 
         PriceTable.parse(v)   # refuse a bad table at start-up, naming the entry
         return v
@@ -198,7 +198,7 @@ class Settings(BaseSettings):
 
     @property
     def price_table(self):
-        from llmops.inference.pricing import PriceTable
+        from llmops.common.pricing import PriceTable
 
         return PriceTable.parse(self.model_prices)
 

@@ -21,14 +21,15 @@ from typing import Callable
 import numpy as np
 
 from llmops.common import metrics
+from llmops.common.bus import EventPublisher
 from llmops.common.errors import InvalidArgument, NotFound
-from llmops.common.envelope import Record, UndecodableMessage, decode
+from llmops.common.envelope import Record, UndecodableMessage
+from llmops.common.events import read_event
 from llmops.common.stream import Rejected
 from llmops.drift.features import Observation, feedback_column, score_column
 from llmops.common.times import now_us
 from llmops.drift.monitor import Monitor, MonitorSpec, Reference, WindowOutcome, new_id
 from llmops.drift.store import DriftStore
-from llmops.tracing.ingest import validate_completion, validate_feedback, validate_score
 from llmops.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,12 @@ class BadReference(InvalidArgument):
 
 class DriftEngine:
     def __init__(self, specs: list[MonitorSpec], store: DriftStore, embed: Callable[[list[str]], np.ndarray],
-                 sender, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
+                 sender: EventPublisher, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
                  sweep_interval_s: float = 0.5, dlq=None, retention_days: float = 30.0) -> None:
         self.monitors = {s.name: Monitor(s, reports_dir) for s in specs}
         self.store = store
         self.embed = embed
-        self.sender = sender                 # send_many(list[(topic, key, message, traceparent)])
+        self.sender = sender
         self.table = table                   # a MutableMapping: the faust join table (or a dict in unit tests)
         self.topic_prefix = topic_prefix
         self.join_wait_us = int(join_wait_s * 1e6)
@@ -61,9 +62,9 @@ class DriftEngine:
         self.retention_us = int(retention_days * 86_400e6)
         self._next_prune = 0.0
         self.kinds = {
-            f"{topic_prefix}completions": (events_pb2.CompletionEvent, validate_completion),
-            f"{topic_prefix}scores": (events_pb2.ScoreEvent, validate_score),
-            f"{topic_prefix}feedback": (events_pb2.FeedbackEvent, validate_feedback),
+            f"{topic_prefix}completions": events_pb2.CompletionEvent,
+            f"{topic_prefix}scores": events_pb2.ScoreEvent,
+            f"{topic_prefix}feedback": events_pb2.FeedbackEvent,
         }
         self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper
         self.monitor_lock = asyncio.Lock()   # monitor state: the sweeper and SetReference
@@ -85,7 +86,7 @@ class DriftEngine:
                     rejected.append(Rejected(r, f"drift does not consume topic {r.topic!r}", "UnexpectedTopic"))
                     continue
                 try:
-                    ev = kind[1](decode(r, kind[0]))
+                    ev = read_event(r, kind)
                 except UndecodableMessage as exc:
                     rejected.append(Rejected(r, str(exc)))
                     continue

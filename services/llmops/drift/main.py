@@ -13,7 +13,7 @@ from llmops.drift.api import DriftServicer
 from llmops.drift.engine import DriftEngine
 from llmops.drift.monitor import load_specs
 from llmops.drift.store import DriftStore
-from llmops.retrieval.embedder import SentenceTransformerEmbedder
+from llmops.embedding import SentenceTransformerEmbedder
 from llmops.v1 import drift_pb2, drift_pb2_grpc
 
 

@@ -6,7 +6,6 @@ merges into its row), windows and retrain events by their ids.
 """
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +13,7 @@ from typing import Iterator
 import numpy as np
 from sqlalchemy import and_, delete, func, select, update
 
+from llmops.common.paging import decode_page_token, encode_page_token
 from llmops.common.sql import SqlDialect, upgrade_schema
 from llmops.common.times import ts_to_us
 from llmops.drift import schema as t
@@ -23,10 +23,6 @@ from llmops.v1 import events_pb2
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_drift"   # the drift store may share a database with the trace store
-
-
-class InvalidPageToken(ValueError):
-    pass
 
 
 def _emb(blob: bytes | None) -> np.ndarray | None:
@@ -204,11 +200,7 @@ class DriftStore:
         if monitor:
             q = q.where(t.retrain_events.c.monitor == monitor)
         if page_token:
-            try:
-                created, eid = base64.urlsafe_b64decode(page_token.encode()).decode().split(":", 1)
-                created = int(created)
-            except Exception:
-                raise InvalidPageToken(f"page_token {page_token[:40]!r} is not one this server issued") from None
+            created, eid = decode_page_token(page_token)
             q = q.where((t.retrain_events.c.created_us < created)
                         | ((t.retrain_events.c.created_us == created) & (t.retrain_events.c.id < eid)))
         q = q.order_by(t.retrain_events.c.created_us.desc(), t.retrain_events.c.id.desc()).limit(page_size + 1)
@@ -217,7 +209,7 @@ class DriftStore:
         token = ""
         if len(rows) > page_size:
             rows = rows[:page_size]
-            token = base64.urlsafe_b64encode(f"{rows[-1][0]}:{rows[-1][1]}".encode()).decode()
+            token = encode_page_token(rows[-1][0], rows[-1][1])
         return [events_pb2.RetrainEvent.FromString(r[2]) for r in rows], token
 
     def count_retrain(self, monitor: str) -> int:

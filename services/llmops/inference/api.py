@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from llmops.common.server import incoming_trace
-from llmops.inference.backends.protocol import ChatTurn
+from llmops.backends.protocol import ChatTurn
 from llmops.inference.engine import GenerateInput, GenerateResult, InferenceEngine, RetrievalRequest
 from llmops.inference.params import validate_parameters
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
-from llmops.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from llmops.v1 import inference_pb2, inference_pb2_grpc
 
 DEFAULT_RAG_TOP_K = 3
 DEFAULT_ALPHA = 0.5

@@ -8,16 +8,16 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, ContextManager, Protocol
+from typing import AsyncIterator, Callable, ContextManager
 
-from google.protobuf.message import Message
 
 from llmops.common import metrics
+from llmops.common.bus import EventPublisher
 from llmops.common.envelope import traceparent
 from llmops.common.errors import InvalidArgument, NotFound
 from llmops.common.logging import trace_context
-from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
-from llmops.inference.pricing import PriceTable
+from llmops.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
+from llmops.common.pricing import PriceTable
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
 from llmops.inference.retrieval_client import RetrievalClient
 from llmops.common.spans import SpanRecorder, new_trace_id
@@ -31,10 +31,6 @@ MAX_RETRIEVAL_TOP_K = 20
 
 class RequestCancelled(Exception):
     """Recorded on the spans of a request whose client cancelled it."""
-
-
-class Publisher(Protocol):
-    def publish(self, topic: str, key: str, message: Message, traceparent: str = "") -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ class _Prepared:
 
 class InferenceEngine:
     def __init__(self, backends: dict[str, ModelBackend], default_model: str, prompts: PromptRegistry,
-                 retrieval: RetrievalClient | None, publisher: Publisher, topic_prefix: str = "llmops.",
+                 retrieval: RetrievalClient | None, publisher: EventPublisher, topic_prefix: str = "llmops.",
                  busy: Callable[[], ContextManager] = contextlib.nullcontext, prices: PriceTable | None = None) -> None:
         if default_model not in backends:
             raise ValueError(f"default model {default_model!r} is not among the backends")

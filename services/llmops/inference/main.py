@@ -9,8 +9,8 @@ from llmops.common.runtime import ServiceParts
 from llmops.common.settings import Settings
 from llmops.common.topics import ensure_topics
 from llmops.inference.api import InferenceServicer
-from llmops.inference.backends import open_backend, spec_from_settings
-from llmops.inference.backends.protocol import ModelBackend
+from llmops.backends import open_backend, spec_from_settings
+from llmops.backends.protocol import ModelBackend
 from llmops.inference.engine import InferenceEngine
 from llmops.inference.prompts import PromptRegistry
 from llmops.inference.retrieval_client import GrpcRetrievalClient

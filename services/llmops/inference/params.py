@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from llmops.common.errors import InvalidArgument
-from llmops.inference.backends.protocol import GenerationParams
+from llmops.backends.protocol import GenerationParams
 
 MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 

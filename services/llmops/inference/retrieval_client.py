@@ -5,6 +5,7 @@ from typing import Protocol
 
 import grpc
 
+from llmops.common.channels import aio_channel
 from llmops.common.errors import InvalidArgument, NotFound, Unavailable
 from llmops.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 
@@ -18,7 +19,7 @@ class GrpcRetrievalClient:
     def __init__(self, target: str, timeout_s: float = 30.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = aio_channel(target)
         self.stub = retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
 
     async def search(self, query, top_k, alpha, collection, filters, traceparent=""):

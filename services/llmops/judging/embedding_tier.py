@@ -23,7 +23,7 @@ import numpy as np
 
 from llmops.judging.claims import claims_of, clauses_of, content_terms, split_sentences, term_set
 from llmops.judging.evaluator import Judgement, Sample, clip01
-from llmops.retrieval.embedder import Embedder
+from llmops.embedding import Embedder
 
 
 class EmbeddingCache:

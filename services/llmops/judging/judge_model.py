@@ -12,14 +12,16 @@ import time
 from dataclasses import dataclass
 
 from llmops.common.busy import BusySignal
-from llmops.inference.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend
+from llmops.common.errors import Unavailable
+from llmops.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend
 from llmops.judging.evaluator import JudgeCall
 
 TOP_N = 20
 
 
-class JudgeError(RuntimeError):
-    """The judge model could not be called or gave nothing usable (``call`` is the failed call)."""
+class JudgeError(Unavailable):
+    """The judge model could not be called or gave nothing usable (``call`` is the failed call);
+    UNAVAILABLE when it reaches an RPC."""
 
     def __init__(self, message: str, call: JudgeCall | None = None) -> None:
         super().__init__(message)

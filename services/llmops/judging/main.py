@@ -15,14 +15,15 @@ from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
-from llmops.inference.backends import open_backend, spec_from_settings
+from llmops.backends import open_backend, spec_from_settings
 from llmops.judging.api import JudgingServicer
 from llmops.judging.catalog import build_catalog, load_config
 from llmops.judging.embedding_tier import EmbeddingCache
 from llmops.judging.judge_model import JudgeModel
+from llmops.judging.on_demand import OnDemandJudge
 from llmops.judging.online import CHEAP_TIERS, LLM_TIERS, CompletionJudge
 from llmops.judging.pairwise import PairwiseJudge
-from llmops.retrieval.embedder import SentenceTransformerEmbedder
+from llmops.embedding import SentenceTransformerEmbedder
 from llmops.v1 import judging_pb2, judging_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ async def build(settings: Settings) -> ServiceParts:
                     name="judge_llm", max_batch=4, within_s=0.05)
         apps.append(llm_app)
         groups[llm_app.conf.id] = llm.topics
-    servicer = JudgingServicer(catalog, cache, PairwiseJudge(judge) if judge else None, bus, settings.topic_prefix)
+    servicer = JudgingServicer(OnDemandJudge(catalog, cache, PairwiseJudge(judge) if judge else None, bus,
+                                             settings.topic_prefix))
 
     def close() -> None:
         if judge is not None:

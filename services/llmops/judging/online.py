@@ -12,28 +12,24 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
-from google.protobuf.message import Message
 
 from llmops.common import metrics
-from llmops.common.envelope import Record, UndecodableMessage, decode, traceparent
+from llmops.common.bus import EventPublisher, OutgoingEvent
+from llmops.common.envelope import Record, UndecodableMessage, traceparent
+from llmops.common.events import read_event
 from llmops.common.spans import new_span_id
 from llmops.common.stream import Rejected
 from llmops.judging.catalog import Catalog, Entry
 from llmops.judging.embedding_tier import EmbeddingCache
 from llmops.judging.evaluator import Evaluator, Judgement, Sample
-from llmops.tracing.ingest import validate_completion
 from llmops.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 
 CHEAP_TIERS = ("cheap", "safety")
 LLM_TIERS = ("llm",)
-
-
-class Sender(Protocol):
-    async def send_many(self, messages: list[tuple[str, str, Message, str]]) -> None: ...
 
 
 def sample_of(c: events_pb2.CompletionEvent) -> Sample:
@@ -115,8 +111,8 @@ class Outcome:
 
 
 def events_for(outcomes: Sequence[Outcome], completions: dict[str, events_pb2.CompletionEvent],
-               topic_prefix: str) -> list[tuple[str, str, Message, str]]:
-    out: list[tuple[str, str, Message, str]] = []
+               topic_prefix: str) -> list[OutgoingEvent]:
+    out: list[OutgoingEvent] = []
     for o in outcomes:
         c = completions[o.sample.trace_id]
         spans = judge_spans(o.evaluator, o.judgement, c.trace_id, c.root_span_id)
@@ -142,7 +138,7 @@ def observe(outcomes: Sequence[Outcome]) -> None:
 class CompletionJudge:
     """Batch consumer of ``llmops.completions`` for the online evaluators of ``tiers``."""
 
-    def __init__(self, catalog: Catalog, tiers: Sequence[str], sender: Sender, cache: EmbeddingCache | None,
+    def __init__(self, catalog: Catalog, tiers: Sequence[str], sender: EventPublisher, cache: EmbeddingCache | None,
                  topic_prefix: str = "llmops.", label: str = "cheap") -> None:
         self.catalog = catalog
         self.tiers = tuple(tiers)
@@ -184,7 +180,7 @@ class CompletionJudge:
         completions: dict[str, events_pb2.CompletionEvent] = {}
         for r in records:
             try:
-                c = validate_completion(decode(r, events_pb2.CompletionEvent))
+                c = read_event(r, events_pb2.CompletionEvent)
             except UndecodableMessage as exc:
                 rejected.append(Rejected(r, str(exc)))
                 continue

@@ -9,7 +9,7 @@ from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
 from llmops.retrieval.api import RetrievalServicer
-from llmops.retrieval.embedder import SentenceTransformerEmbedder
+from llmops.embedding import SentenceTransformerEmbedder
 from llmops.retrieval.ingest import DocumentIngestor
 from llmops.retrieval.lance import LanceVectorStore
 from llmops.retrieval.retriever import Retriever

@@ -9,7 +9,7 @@ from typing import Sequence
 from llmops.common import metrics
 from llmops.common.errors import InvalidArgument, NotFound
 from llmops.retrieval.chunking import chunk_text
-from llmops.retrieval.embedder import Embedder
+from llmops.embedding import Embedder
 from llmops.retrieval.store import COLLECTION_NAME, FILTER_KEY, ChunkRecord, Hit, VectorStore
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from llmops.common.stream import batch_agent, make_app
 from llmops.tracing.api import TracingServicer
 from llmops.tracing.ingest import TraceIngestor
 from llmops.tracing.store import SqlTraceStore
+from llmops.tracing.traces import Traces
 from llmops.v1 import tracing_pb2, tracing_pb2_grpc
 
 
@@ -21,7 +22,7 @@ async def build(settings: Settings) -> ServiceParts:
     ingestor = TraceIngestor(store, settings.topic_prefix)
     batch_agent(app, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="ingest_traces", max_batch=1000, within_s=0.05)
-    servicer = TracingServicer(store, bus, settings.topic_prefix)
+    servicer = TracingServicer(Traces(store, bus, settings.topic_prefix))
     return streaming_parts(
         settings, bus, app,
         register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),

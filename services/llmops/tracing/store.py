@@ -18,8 +18,10 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from llmops.common.errors import AlreadyExists
+from llmops.common.paging import decode_page_token, encode_page_token
 from llmops.common.sql import SqlDialect, upgrade_schema
-from llmops.common.times import now_us, ts_to_us, us_to_ts  # noqa: F401 - ts_to_us is re-exported
+from llmops.common.times import now_us, ts_to_us, us_to_ts
 from llmops.tracing import schema as t
 from llmops.v1 import common_pb2, events_pb2, tracing_pb2
 
@@ -41,12 +43,8 @@ class TraceQuery:
     max_score: float | None = None
 
 
-class InvalidPageToken(ValueError):
-    pass
-
-
-class RunNameTaken(ValueError):
-    pass
+class RunNameTaken(AlreadyExists):
+    """An evaluation run of that name exists (ALREADY_EXISTS)."""
 
 
 class TraceStore(Protocol):
@@ -61,18 +59,6 @@ class TraceStore(Protocol):
     def get_eval_run(self, name_or_id: str) -> tracing_pb2.EvalRun | None: ...
     def list_eval_runs(self, dataset_hash: str = "", limit: int = 50) -> list[tracing_pb2.EvalRun]: ...
     def close(self) -> None: ...
-
-
-def encode_page_token(start_us: int, trace_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{start_us}:{trace_id}".encode()).decode()
-
-
-def decode_page_token(token: str) -> tuple[int, str]:
-    try:
-        start, tid = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        return int(start), tid
-    except Exception:
-        raise InvalidPageToken(f"page_token {token[:40]!r} is not one this server issued") from None
 
 
 def migrate(engine: Engine) -> None:
@@ -308,7 +294,7 @@ class SqlTraceStore:
                 if items:
                     conn.execute(t.eval_items.insert(), items)
         except IntegrityError:
-            raise RunNameTaken(f"an evaluation run named {run.name!r} already exists") from None
+            raise RunNameTaken(f"an evaluation run named {run.name!r} already exists; choose another name") from None
         return run
 
     def get_eval_run(self, name_or_id: str) -> tracing_pb2.EvalRun | None:

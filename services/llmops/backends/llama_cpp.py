@@ -17,7 +17,7 @@ from typing import AsyncIterator, Iterator, Sequence
 import numpy as np
 
 from llmops.common.errors import InvalidArgument
-from llmops.inference.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
+from llmops.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
                                                 TokenOut)
 
 log = logging.getLogger(__name__)

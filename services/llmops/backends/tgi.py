@@ -2,7 +2,7 @@
 client (``AsyncClient``: TGI's ``/generate`` semantics; it posts to TGI's ``/`` route, which serves
 ``/generate`` and ``/generate_stream``).
 
-TGI and :class:`~llmops.inference.backends.protocol.GenerationParams` share their semantics, so the
+TGI and :class:`~llmops.backends.protocol.GenerationParams` share their semantics, so the
 mapping is direct: finish reasons, ``top_n_tokens`` and the stop sequence kept in the text are
 TGI's own. What the protocol needs beyond generation comes from TGI's other routes:
 
@@ -32,7 +32,7 @@ import aiohttp
 import httpx
 
 from llmops.common.errors import InvalidArgument, Unavailable
-from llmops.inference.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
+from llmops.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
                                                 TokenOut)
 
 log = logging.getLogger(__name__)

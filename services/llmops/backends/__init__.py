@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmops.inference.backends.protocol import ModelBackend
+from llmops.backends.protocol import ModelBackend
 
 if TYPE_CHECKING:
     from llmops.common.settings import Settings
@@ -51,16 +51,16 @@ def spec_from_settings(settings: Settings, kind: str, name: str, url: str = "", 
 
 def open_backend(spec: BackendSpec) -> ModelBackend:
     if spec.kind == "llama_cpp":
-        from llmops.inference.backends.llama_cpp import LlamaCppBackend
+        from llmops.backends.llama_cpp import LlamaCppBackend
 
         return LlamaCppBackend(spec.model_path, spec.name, n_ctx=spec.n_ctx, n_threads=spec.n_threads,
                                priority=spec.priority)
     if spec.kind == "tgi":
-        from llmops.inference.backends.tgi import TgiBackend
+        from llmops.backends.tgi import TgiBackend
 
         return TgiBackend(spec.url, spec.name, timeout_s=spec.timeout_s, api_key=spec.api_key)
     if spec.kind == "openai":
-        from llmops.inference.backends.openai_compat import OpenAICompatBackend
+        from llmops.backends.openai_compat import OpenAICompatBackend
 
         return OpenAICompatBackend(spec.url, spec.name, model=spec.remote_model, api_key=spec.api_key,
                                    timeout_s=spec.timeout_s, n_ctx=spec.n_ctx)

@@ -1,0 +1,104 @@
+"""The tracing service's use cases, between the gRPC servicer and the trace store: read traces,
+list them by filters, record a user's feedback, and keep evaluation runs. Each checks its input
+(INVALID_ARGUMENT says what is wrong), runs the store in a worker thread, and publishes what
+other services consume."""
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from dataclasses import dataclass
+
+from llmops.common.bus import EventPublisher
+from llmops.common.errors import InvalidArgument, NotFound
+from llmops.common.events import check_trace_id
+from llmops.common.paging import page_size
+from llmops.tracing.store import TraceQuery, TraceStore
+from llmops.v1 import common_pb2, events_pb2, tracing_pb2
+
+MAX_PAGE = 1000
+MAX_RUN_NAME = 200
+
+
+@dataclass(frozen=True)
+class FeedbackIn:
+    trace_id: str
+    score: float
+    comment: str = ""
+    user_id: str = ""
+    name: str = ""
+
+
+def trace_query(*, start_us: int = 0, end_us: int = 0, session_id: str = "", user_id: str = "", model: str = "",
+                size: int = 0, page_token: str = "", score_name: str = "", evaluator: str = "",
+                min_score: float | None = None, max_score: float | None = None) -> TraceQuery:
+    """A checked :class:`TraceQuery` (INVALID_ARGUMENT for a filter that cannot hold)."""
+    if start_us and end_us and end_us <= start_us:
+        raise InvalidArgument("end_time must be after start_time")
+    if (min_score is not None or max_score is not None or evaluator) and not score_name:
+        raise InvalidArgument("min_score, max_score and evaluator filter a score: set score_name too")
+    if any(v is not None and not math.isfinite(v) for v in (min_score, max_score)):
+        raise InvalidArgument("min_score and max_score must be finite numbers")
+    if min_score is not None and max_score is not None and max_score < min_score:
+        raise InvalidArgument(f"max_score ({max_score}) is below min_score ({min_score})")
+    return TraceQuery(start_us=start_us, end_us=end_us, session_id=session_id, user_id=user_id, model=model,
+                      page_size=page_size(size, MAX_PAGE), page_token=page_token, score_name=score_name,
+                      evaluator=evaluator, min_score=min_score, max_score=max_score)
+
+
+class Traces:
+    def __init__(self, store: TraceStore, publisher: EventPublisher, topic_prefix: str = "llmops.") -> None:
+        self.store = store
+        self.publisher = publisher
+        self.feedback_topic = f"{topic_prefix}feedback"
+
+    async def get(self, trace_id: str) -> tracing_pb2.Trace:
+        check_trace_id(trace_id)
+        trace = await asyncio.to_thread(self.store.get_trace, trace_id)
+        if trace is None:
+            raise NotFound(f"trace {trace_id} not found (spans arrive within seconds of the response)")
+        return trace
+
+    async def list(self, query: TraceQuery) -> tuple[list[tracing_pb2.TraceSummary], str]:
+        """A page of trace summaries, newest first, and the token of the next page ("" at the end)."""
+        return await asyncio.to_thread(self.store.list_traces, query)
+
+    async def submit_feedback(self, f: FeedbackIn) -> common_pb2.Feedback:
+        """Store a user's score of a trace and publish it (drift joins feedback to its window)."""
+        check_trace_id(f.trace_id)
+        if not math.isfinite(f.score):
+            raise InvalidArgument("score must be a finite number")
+        if not await asyncio.to_thread(self.store.trace_exists, f.trace_id):
+            raise NotFound(f"trace {f.trace_id} not found")
+        fb = common_pb2.Feedback(id=uuid.uuid4().hex, trace_id=f.trace_id, score=f.score, comment=f.comment,
+                                 user_id=f.user_id, name=f.name or "user")
+        fb.created_at.GetCurrentTime()
+        await asyncio.to_thread(self.store.write_feedback, [fb])
+        self.publisher.publish(self.feedback_topic, f.trace_id, events_pb2.FeedbackEvent(trace_id=f.trace_id, feedback=fb))
+        return fb
+
+    async def save_eval_run(self, run: tracing_pb2.EvalRun) -> tracing_pb2.EvalRun:
+        if not run.name.strip():
+            raise InvalidArgument("run.name is empty")
+        if len(run.name) > MAX_RUN_NAME:
+            raise InvalidArgument(f"run.name is longer than {MAX_RUN_NAME} characters")
+        if not run.dataset_hash:
+            raise InvalidArgument("run.dataset_hash is empty")
+        ids = [i.item_id for i in run.items]
+        if len(set(ids)) != len(ids) or not all(ids):
+            raise InvalidArgument("every item needs an item_id, unique within the run")
+        for n, item in enumerate(run.items):
+            if item.trace_id:
+                check_trace_id(item.trace_id, f"run.items[{n}].trace_id")
+        return await asyncio.to_thread(self.store.save_eval_run, run)
+
+    async def get_eval_run(self, name: str) -> tracing_pb2.EvalRun:
+        if not name:
+            raise InvalidArgument("name is empty (a run's name or run_id)")
+        run = await asyncio.to_thread(self.store.get_eval_run, name)
+        if run is None:
+            raise NotFound(f"no evaluation run named {name!r}")
+        return run
+
+    async def list_eval_runs(self, dataset_hash: str = "", size: int = 0) -> list[tracing_pb2.EvalRun]:
+        return await asyncio.to_thread(self.store.list_eval_runs, dataset_hash, page_size(size, MAX_PAGE))
