@@ -9,18 +9,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmops.cli.stack import free_port, isolated_settings
 from llmops.common.settings import Settings
-from tests.support import make_settings
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def bench_settings(**overrides) -> Settings:
+    """A stack of its own: free ports, a fresh data dir, its own embedded broker."""
     data = Path(tempfile.mkdtemp(prefix="llmops-bench-"))
-    from tests.support import free_port
-
-    s = make_settings(data, "", kafka_embedded_port=free_port(), **overrides)
-    return s
+    return isolated_settings(data, "", kafka_embedded_port=free_port(), **overrides)
 
 
 def percentile(values: list[float], q: float) -> float:

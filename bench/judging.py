@@ -132,8 +132,8 @@ def _histogram_quantiles(family, tier: str) -> tuple[int, float, float]:
 
 
 def sustained_lag(duration_s: float, **overrides) -> tuple[list[list], dict]:
-    from llmops.client import Client
-    from llmops.supervisor import Stack
+    from llmops.cli.client import Client
+    from llmops.cli.stack import Stack
     from llmops.v1 import retrieval_pb2
 
     s = bench_settings(**overrides)

@@ -9,11 +9,11 @@ import asyncio
 import time
 
 from bench.common import bench_settings, percentile, report
-from llmops.client import Client
+from llmops.cli.client import Client
 from llmops.backends.llama_cpp import LlamaCppBackend
 from llmops.backends.protocol import ChatTurn, GenerationParams
 from llmops.inference.prompts import DEFAULTS
-from llmops.supervisor import Stack
+from llmops.cli.stack import Stack
 from llmops.v1 import inference_pb2
 
 PROMPTS = [

@@ -15,7 +15,7 @@ from bench.common import bench_settings, report
 from llmops.common.bus import EventBus
 from llmops.common.envelope import traceparent
 from llmops.common.topics import ensure_topics
-from llmops.supervisor import Stack
+from llmops.cli.stack import Stack
 from llmops.tracing.store import SqlTraceStore
 from llmops.v1 import events_pb2
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from llmops.client import Client
+from llmops.cli.client import Client
 from llmops.common.settings import Settings
 from llmops.v1 import inference_pb2, retrieval_pb2, tracing_pb2
-from tests.support import consume, free_port, health, make_settings, produce, wait_until
+from tests.support import consume_until, free_port, health, make_settings, produce, wait_until
 
 LLMOPS = [sys.executable, "-m", "llmops.cli"]
 
@@ -97,7 +97,11 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         produce(kafka, settings.topic("spans"), [(b"junk", b"\xffnot a span", [])])
         r2 = client.generate("Say ok.", max_new_tokens=4)
         wait_until(lambda: len(client.get_trace(r2.trace_id).spans) == 3, timeout_s=15, what="spans after junk")
-        dlq = consume(kafka, settings.topic("dlq"), want=1)
+        def junk_span(msgs):
+            return [m for m in msgs if m.key == b"junk"
+                    and dict(m.headers)["dlq-source-topic"] == settings.topic("spans").encode()]
+
+        dlq = junk_span(consume_until(kafka, settings.topic("dlq"), junk_span, timeout_s=20, what="the junk span"))
         assert dlq and dict(dlq[0].headers)["dlq-reason"].startswith(b"not a valid llmops.v1.SpanEvent")
 
         # the commands a person types
@@ -115,9 +119,11 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         assert gen.returncode == 0, gen.stdout + gen.stderr
         assert "otters.md" in gen.stdout
         tid = gen.stdout.split("trace ", 1)[1].split()[0]
+        # the question comes with the completion, the spans on their own topic: wait for both
         shown = wait_until(lambda: (p := subprocess.run([*LLMOPS, "trace", tid], env=cli_env, capture_output=True,
                                                         text=True, timeout=60)).returncode == 0
-                           and "generation" in p.stdout and p.stdout, timeout_s=15, what="llmops trace")
+                           and "generation" in p.stdout and "Why do sea otters hold hands?" in p.stdout and p.stdout,
+                           timeout_s=60, what="llmops trace")   # each try starts the CLI: seconds on 2 busy cores
         assert "retrieval" in shown and "Why do sea otters hold hands?" in shown
         fb = subprocess.run([*LLMOPS, "feedback", tid, "1", "--comment", "helpful"], env=cli_env,
                             capture_output=True, text=True, timeout=60)
@@ -154,7 +160,11 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         assert f1["wins_a"] + f1["wins_b"] + f1["ties"] == 2
         run = client.tracing.GetEvalRun(tracing_pb2.GetEvalRunRequest(name="long"))
         assert [i.item_id for i in run.items] == ["otters", "bees"]
-        item_trace = client.get_trace(run.items[0].trace_id)   # the item's scores are on its trace too
+        # the item's scores are on its trace too: the Score RPC publishes them, tracing stores them
+        item_trace = wait_until(lambda: (t := client.get_trace(run.items[0].trace_id))
+                                and "reference.token_f1" in {x.evaluator for x in t.scores}
+                                and t.summary.metadata.get("llmops.eval_run") and t,
+                                timeout_s=30, what="the eval item's score and run on its trace")
         assert "reference.token_f1" in {x.evaluator for x in item_trace.scores}
         assert item_trace.summary.metadata["llmops.eval_run"] == "long"
 

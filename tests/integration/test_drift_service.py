@@ -11,14 +11,14 @@ import random
 import grpc
 import pytest
 
-from llmops.client import Client
+from llmops.cli.client import Client
 from llmops.common import metrics
 from llmops.common.envelope import encode
 from llmops.common.spans import new_trace_id
-from llmops.drift.listener import RetrainListener
+from llmops.cli.retrain_listener import RetrainListener
 from llmops.drift.main import build as build_drift
 from llmops.drift.store import DriftStore
-from llmops.drift.workloads import KOREAN_ANSWERS, korean_prompts, python_prompts, stream, synthetic_completion
+from llmops.cli.workloads import KOREAN_ANSWERS, korean_prompts, python_prompts, stream, synthetic_completion
 from llmops.tracing.main import build as build_tracing
 from llmops.v1 import common_pb2, drift_pb2, events_pb2
 from tests.support import ServiceThread, consume, make_settings, produce, wait_until

@@ -8,7 +8,7 @@ import uuid
 import grpc
 import pytest
 
-from llmops.client import Client
+from llmops.cli.client import Client
 from llmops.inference.main import build as build_inference
 from llmops.retrieval.main import build as build_retrieval
 from llmops.tracing.main import build as build_tracing

@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from llmops.judging.experiment import DatasetError, aggregates, compare_runs, load_dataset
+from llmops.cli.experiment import DatasetError, aggregates, compare_runs, load_dataset
 from llmops.v1 import common_pb2, judging_pb2, tracing_pb2
 
 OK, ERR = common_pb2.SCORE_STATUS_OK, common_pb2.SCORE_STATUS_ERROR

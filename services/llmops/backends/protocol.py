@@ -8,7 +8,7 @@ from typing import AsyncIterator, Protocol, Sequence
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """TGI ``/generate`` parameters, validated (see :mod:`llmops.inference.params`)."""
+    """TGI ``/generate`` parameters (the inference service validates a request's before it builds them)."""
     max_new_tokens: int = 128
     temperature: float | None = None
     top_p: float | None = None

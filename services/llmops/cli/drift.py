@@ -1,39 +1,19 @@
-"""``llmops drift ...`` and ``llmops retrain-listener``."""
+"""``llmops drift report|reference|events``: the drift monitors' status and Evidently reports,
+their references, and the retrain events they fired."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import signal
-import sys
 from pathlib import Path
 
 import click
 
-
-def _settings():
-    from llmops.common.settings import Settings
-
-    return Settings()
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
+from llmops.cli.client import Client
+from llmops.cli.console import exit_on_rpc_error, load_settings, make_console
 
 
 def _stub():
-    import grpc
-
-    from llmops.v1 import drift_pb2_grpc
-
-    return drift_pb2_grpc.DriftServiceStub(grpc.insecure_channel(_settings().grpc_target("drift")))
-
-
-def _fail(console, exc) -> None:
-    console.print(f"[red]{exc.code().name}: {exc.details()}[/]")
-    sys.exit(1)
+    return Client(load_settings()).drift
 
 
 def _when(ts) -> str:
@@ -97,16 +77,13 @@ def drift_group() -> None:
 @click.option("--open", "open_report", is_flag=True, help="Open the newest Evidently report in a browser.")
 def drift_report(monitor, windows, as_json, open_report) -> None:
     """Each monitor's reference and last windows; the newest report's HTML path, to open."""
-    import grpc
     from google.protobuf.json_format import MessageToDict
 
     from llmops.v1 import drift_pb2
 
-    console = _console()
-    try:
+    console = make_console()
+    with exit_on_rpc_error(console):
         resp = _stub().GetStatus(drift_pb2.GetStatusRequest(monitor=monitor), timeout=10)
-    except grpc.RpcError as exc:
-        _fail(console, exc)
     if as_json:
         click.echo(json.dumps(MessageToDict(resp, preserving_proto_field_name=True), indent=2))
         return
@@ -126,20 +103,16 @@ def drift_report(monitor, windows, as_json, open_report) -> None:
 @click.option("--until", default="", help="End of the time range (exclusive).")
 def drift_reference(monitor, first_n, since, until) -> None:
     """Set a monitor's reference: the first N completions, or a time range."""
-    import grpc
-
     from llmops.v1 import drift_pb2
 
-    console = _console()
+    console = make_console()
     req = drift_pb2.SetReferenceRequest(monitor=monitor, first_n=first_n)
     for value, field in ((since, req.start_time), (until, req.end_time)):
         if value:
             when = dt.datetime.fromisoformat(value)
             field.FromDatetime(when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc))
-    try:
+    with exit_on_rpc_error(console):
         resp = _stub().SetReference(req, timeout=60)
-    except grpc.RpcError as exc:
-        _fail(console, exc)
     console.print(f"monitor {monitor}: reference {resp.reference_id} ({resp.size} completions)")
 
 
@@ -148,44 +121,16 @@ def drift_reference(monitor, first_n, since, until) -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 def drift_events(monitor, limit) -> None:
     """Retrain events, newest first."""
-    import grpc
-
     from llmops.v1 import drift_pb2
 
-    console = _console()
-    try:
-        resp = _stub().ListRetrainEvents(drift_pb2.ListRetrainEventsRequest(monitor=monitor, page_size=limit), timeout=10)
-    except grpc.RpcError as exc:
-        _fail(console, exc)
+    console = make_console()
+    with exit_on_rpc_error(console):
+        resp = _stub().ListRetrainEvents(drift_pb2.ListRetrainEventsRequest(monitor=monitor, page_size=limit),
+                                         timeout=10)
     if not resp.events:
         console.print("no retrain events")
     for ev in resp.events:
         print_retrain(console, ev)
 
 
-@click.command("retrain-listener")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Directory for the datasets.")
-@click.option("--group", default="", help="Consumer group (default: <prefix>retrain-listener).")
-@click.option("--max-events", type=int, default=0, help="Stop after this many events (0: run until Ctrl-C).")
-@click.option("--trace-wait", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for an event's traces to reach the trace store.")
-def retrain_listener(out, group, max_events, trace_wait) -> None:
-    """Consume llmops.retrain; write each event's training candidates as JSONL under OUT."""
-    from llmops.common.logging import configure_logging
-    from llmops.drift.listener import RetrainListener
-
-    settings = _settings()
-    configure_logging("retrain-listener", settings.log_level, settings.log_format)
-    listener = RetrainListener(settings, Path(out), group=group, trace_wait_s=trace_wait)
-
-    async def run():
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        return await listener.run(stop, max_events,
-                                  on_event=lambda ev, path: click.echo(f"{ev.id}: {path}"))
-
-    stats = asyncio.run(run())
-    click.echo(f"{stats.events} events, {stats.lines} candidates written, {stats.missing} traces missing, "
-               f"{stats.dead_lettered} messages dead-lettered")
+COMMANDS = (drift_group,)

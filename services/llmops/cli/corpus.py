@@ -1,5 +1,5 @@
-"""The demo of ``make run``: a real corpus that ships with Python (``pydoc_data.topics``, the
-language reference topics behind ``help()``) and questions whose answers are in it."""
+"""The demo corpus: a real one that ships with Python (``pydoc_data.topics``, the language
+reference topics behind ``help()``), and questions whose answers are in it."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,19 +19,39 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmops.common.broker import EmbeddedBroker, wait_for_kafka
-from llmops.common.settings import Settings
+from llmops.common.channels import aio_channel
+from llmops.common.settings import SERVICES, Settings
 
-#: services that exist so far, in start order (retrieval before inference, which calls it)
-IMPLEMENTED = ("retrieval", "tracing", "judging", "drift", "inference")
+#: the order services start in: retrieval before inference (which calls it), the consumers before the producer
+START_ORDER = ("retrieval", "tracing", "judging", "drift", "inference")
 
 
 class StackError(RuntimeError):
     pass
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def isolated_settings(data_dir: Path, bootstrap: str = "", **overrides) -> Settings:
+    """Settings for a stack beside others on the same host (the benchmarks, the tests): free
+    gRPC and metrics ports, a data dir and a topic prefix of its own, one partition per topic."""
+    values: dict = {"data_dir": data_dir, "kafka_bootstrap": bootstrap, "topic_partitions": 1,
+                    "topic_prefix": f"t{uuid.uuid4().hex[:8]}."}
+    for svc in SERVICES:
+        values[f"{svc}_port"] = free_port()
+        values[f"{svc}_metrics_port"] = free_port()
+    values.update(overrides)
+    return Settings(**values)
+
+
 async def health_status(target: str, timeout_s: float = 2.0) -> str:
     """SERVING / NOT_SERVING / UNREACHABLE."""
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with aio_channel(target) as ch:
         try:
             resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError:
@@ -52,7 +74,7 @@ class ServiceProcess:
 
 
 class Stack:
-    def __init__(self, settings: Settings, services: tuple[str, ...] = IMPLEMENTED,
+    def __init__(self, settings: Settings, services: tuple[str, ...] = START_ORDER,
                  on_progress: Callable[[str], None] = lambda s: None) -> None:
         self.settings = settings
         self.services = services
@@ -66,9 +88,6 @@ class Stack:
         env.update(self.settings.to_env())
         env["LLMOPS_KAFKA_BOOTSTRAP"] = self.settings.bootstrap_servers
         env["LLMOPS_DATA_DIR"] = str(self.settings.data_dir.resolve())
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
         return env
 
     async def start(self, timeout_s: float = 240.0) -> None:

@@ -84,7 +84,7 @@ def run_experiment(client, dataset: str | Path, *, name: str, model: str = "", p
                    on_item: Callable[[int, int, tracing_pb2.EvalItem], None] = lambda i, n, it: None,
                    timeout_s: float = 600) -> tracing_pb2.EvalRun:
     """Run every item through ``Generate`` then ``Score`` (scores attached to the item's trace),
-    and save the run with ``SaveEvalRun``. ``client`` is :class:`llmops.client.Client`."""
+    and save the run with ``SaveEvalRun``. ``client`` is :class:`llmops.cli.client.Client`."""
     items, digest = load_dataset(dataset)
     run = tracing_pb2.EvalRun(name=name, dataset=Path(dataset).name, dataset_hash=digest, model=model,
                               prompt_template=prompt_template, prompt_version=prompt_version or 0,

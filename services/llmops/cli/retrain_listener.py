@@ -17,14 +17,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import grpc
 from aiokafka import AIOKafkaConsumer
 from google.protobuf.json_format import MessageToDict
 
+from llmops.cli.console import load_settings
 from llmops.common.bus import DeadLetterQueue, EventBus
-from llmops.common.envelope import Record, UndecodableMessage, decode
+from llmops.common.channels import aio_channel
+from llmops.common.envelope import Record, UndecodableMessage
+from llmops.common.events import read_event
 from llmops.common.kafka import client_options
 from llmops.common.settings import Settings
+from llmops.common.signals import install_stop_signals
 from llmops.v1 import events_pb2, tracing_pb2, tracing_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -123,7 +128,7 @@ class RetrainListener:
         await bus.start()
         dlq = DeadLetterQueue(bus, self.group)
         await consumer.start()
-        channel = grpc.aio.insecure_channel(self.settings.grpc_target("tracing"))
+        channel = aio_channel(self.settings.grpc_target("tracing"))
         stub = tracing_pb2_grpc.TracingServiceStub(channel)
         try:
             while not stop.is_set() and not (max_events and self.stats.events >= max_events):
@@ -133,9 +138,7 @@ class RetrainListener:
                         rec = Record(topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
                                      headers=list(m.headers or []), timestamp_ms=m.timestamp)
                         try:
-                            ev = decode(rec, events_pb2.RetrainEvent)
-                            if not ev.id:
-                                raise UndecodableMessage("RetrainEvent has no id")
+                            ev = read_event(rec, events_pb2.RetrainEvent)
                         except UndecodableMessage as exc:
                             await dlq.send(rec, str(exc))
                             self.stats.dead_lettered += 1
@@ -149,3 +152,31 @@ class RetrainListener:
             await consumer.stop()
             await bus.stop()
         return self.stats
+
+
+@click.command("retrain-listener")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Directory for the datasets.")
+@click.option("--group", default="", help="Consumer group (default: <prefix>retrain-listener).")
+@click.option("--max-events", type=int, default=0, help="Stop after this many events (0: run until Ctrl-C).")
+@click.option("--trace-wait", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for an event's traces to reach the trace store.")
+def retrain_listener(out, group, max_events, trace_wait) -> None:
+    """Consume llmops.retrain; write each event's training candidates as JSONL under OUT."""
+    from llmops.common.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging("retrain-listener", settings.log_level, settings.log_format)
+    listener = RetrainListener(settings, Path(out), group=group, trace_wait_s=trace_wait)
+
+    async def run():
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        return await listener.run(stop, max_events,
+                                  on_event=lambda ev, path: click.echo(f"{ev.id}: {path}"))
+
+    stats = asyncio.run(run())
+    click.echo(f"{stats.events} events, {stats.lines} candidates written, {stats.missing} traces missing, "
+               f"{stats.dead_lettered} messages dead-lettered")
+
+
+COMMANDS = (retrain_listener,)
