@@ -21,8 +21,9 @@ import numpy as np
 from bench.common import percentile, report
 from llmops.common.settings import packaged_embedder
 from llmops.drift.features import Observation
-from llmops.drift.monitor import Monitor, MonitorSpec
-from llmops.drift.workloads import korean_prompts, python_prompts, stream, synthetic_completion
+from llmops.drift.monitor import Monitor
+from llmops.drift.monitor_config import MonitorSpec
+from llmops.cli.workloads import korean_prompts, python_prompts, stream, synthetic_completion
 
 WINDOW = 200
 STATIONARY = 10_000

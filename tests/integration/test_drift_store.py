@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from llmops.drift.features import Observation
-from llmops.drift.monitor import Monitor, MonitorSpec, Reference, Scope
+from llmops.drift.monitor import Monitor, Reference
+from llmops.drift.monitor_config import MonitorSpec, Scope
 from llmops.common.paging import InvalidPageToken
 from llmops.drift.store import DriftStore
 from llmops.v1 import events_pb2

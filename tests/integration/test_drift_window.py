@@ -96,7 +96,7 @@ async def test_a_window_that_cannot_be_evaluated_is_counted_logged_and_skipped(t
     from llmops.common import metrics
     from llmops.drift.engine import DriftEngine
     from llmops.drift.features import Observation
-    from llmops.drift.monitor import MonitorSpec
+    from llmops.drift.monitor_config import MonitorSpec
     from llmops.drift.store import DriftStore
 
     class Sender:

@@ -5,7 +5,9 @@ import json
 import pytest
 
 from llmops.drift.features import Observation
-from llmops.drift.monitor import Monitor, MonitorSpec, Reference, Scope, WindowOutcome, load_specs, parse_quality
+from llmops.drift.monitor import Monitor, Reference, WindowOutcome
+from llmops.drift.monitor_config import MonitorSpec, Scope, load_specs, parse_quality
+from llmops.drift.policy import LOW_SCORE_TRACE_IDS, MIN_QUALITY_VALUES, SAMPLE_TRACE_IDS, decide_retrain, score_means
 from llmops.v1 import events_pb2
 from tests.support import make_settings
 
@@ -100,7 +102,8 @@ def report(drifted: bool, n: int = 3) -> events_pb2.DriftReportEvent:
 
 def run_policy(m: Monitor, drifted: bool, now: int, rows=None, means=None):
     rows = rows or [obs(i) for i in range(3)]
-    ev = m._decide(report(drifted, len(rows)), rows, means or {}, [], now)
+    ev = decide_retrain(m.spec, report(drifted, len(rows)), rows, means or {}, consecutive=m.consecutive,
+                        last_retrain_us=m.last_retrain_us, now=now, event_id="retrain-m-test")
     m.apply(WindowOutcome(rows, report=report(drifted, len(rows)), retrain=ev))
     return ev
 
@@ -141,3 +144,88 @@ def test_a_new_reference_rearms_the_policy(tmp_path):
     assert run_policy(m, True, HOUR_US + 1) is None
     m.set_reference(Reference("ref2", [], 0, "test"))
     assert run_policy(m, True, HOUR_US + 2) is not None
+
+
+# -- the pure policy (llmops.drift.policy), without a Monitor --------------------------------
+def decide(spec: MonitorSpec, drifted: bool, rows=None, means=None, *, consecutive=0, last_retrain_us=0,
+           now=10 * HOUR_US):
+    rows = rows if rows is not None else [obs(i) for i in range(3)]
+    return decide_retrain(spec, report(drifted, len(rows)), rows, means or {}, consecutive=consecutive,
+                          last_retrain_us=last_retrain_us, now=now, event_id="retrain-m-1")
+
+
+def test_k_drifted_windows_in_a_row_fire_and_a_clean_window_between_resets_the_count():
+    spec = MonitorSpec("m", consecutive=3)
+    assert decide(spec, True, consecutive=1) is None                 # the 2nd drifted window in a row
+    ev = decide(spec, True, consecutive=2)                           # the 3rd
+    assert ev is not None and ev.reason == "drift in 3 consecutive windows (policy: 3)"
+    assert ev.id == "retrain-m-1" and ev.monitor == "m" and ev.created_at.ToMicroseconds() == 10 * HOUR_US
+    assert [f.feature for f in ev.evidence] == ["prompt_chars"] and ev.window.count == 3
+
+    def fired(windows: tuple[bool, ...]) -> list[bool]:
+        count, out = 0, []
+        for drifted in windows:
+            out.append(decide(spec, drifted, consecutive=count) is not None)
+            count = count + 1 if drifted else 0
+        return out
+
+    assert fired((True, True, True)) == [False, False, True]
+    # drifted, drifted, clean, drifted, drifted: the clean window resets the count, nothing fires
+    assert fired((True, True, False, True, True)) == [False] * 5
+    # a streak longer than K builds up while the cooldown holds; a clean window after it fires nothing
+    assert decide(spec, False, consecutive=10) is None
+
+
+def test_a_quality_floor_needs_min_quality_values_scores():
+    spec = MonitorSpec("m", consecutive=5, quality_min={"score_faithfulness": 0.5})
+    rows = [obs(i, scores={"score_faithfulness": 0.1}) for i in range(3)]
+    assert decide(spec, False, rows, {"score_faithfulness": (0.1, MIN_QUALITY_VALUES - 1)}) is None
+    assert decide(spec, False, rows, {"score_faithfulness": (0.5, MIN_QUALITY_VALUES)}) is None   # at the floor
+    assert decide(spec, False, rows, {"score_other": (0.0, 100)}) is None          # a column with no floor
+    ev = decide(spec, False, rows, {"score_faithfulness": (0.1, MIN_QUALITY_VALUES)})
+    assert ev is not None and ev.reason == "score_faithfulness window mean 0.100 < 0.5" and ev.evidence == []
+    both = decide(MonitorSpec("m", consecutive=1, quality_min={"score_faithfulness": 0.5}), True, rows,
+                  {"score_faithfulness": (0.1, MIN_QUALITY_VALUES)})
+    assert both.reason == ("drift in 1 consecutive windows (policy: 1); "
+                           "score_faithfulness window mean 0.100 < 0.5")
+
+
+def test_the_cooldown_suppresses_until_it_is_over():
+    spec = MonitorSpec("m", consecutive=1, cooldown_s=600)
+    last = 10 * HOUR_US
+    assert decide(spec, True, last_retrain_us=last, now=last + 599_999_999) is None
+    assert decide(spec, True, last_retrain_us=last, now=last + 600_000_000) is not None
+    assert decide(spec, True, last_retrain_us=0, now=last) is not None     # never fired: no cooldown
+
+
+def test_low_score_trace_ids_are_listed_worst_first_below_any_floor_and_capped():
+    spec = MonitorSpec("m", consecutive=1, quality_min={"score_faithfulness": 0.5, "feedback_user": 0.8})
+    rows = [obs(0, scores={"score_faithfulness": 0.45}),                           # 0.05 under
+            obs(1, scores={"score_faithfulness": 0.9, "feedback_user": 0.2}),      # 0.6 under, on feedback
+            obs(2, scores={"score_faithfulness": 0.9}),                            # above: not listed
+            obs(3),                                                                # not scored: not listed
+            obs(4, scores={"score_faithfulness": 0.2})]                            # 0.3 under
+    ev = decide(spec, True, rows)
+    assert list(ev.low_score_trace_ids) == [obs(i).trace_id for i in (1, 4, 0)]
+    many = [obs(i, scores={"score_faithfulness": 0.4 - i / 1000}) for i in range(LOW_SCORE_TRACE_IDS + 10)]
+    ev = decide(spec, True, many)
+    assert len(ev.low_score_trace_ids) == LOW_SCORE_TRACE_IDS
+    assert ev.low_score_trace_ids[0] == many[-1].trace_id                           # the lowest score first
+
+
+def test_sample_trace_ids_spread_over_the_window_and_are_capped():
+    spec = MonitorSpec("m", consecutive=1)
+    rows = [obs(i) for i in range(10 * SAMPLE_TRACE_IDS)]
+    ev = decide(spec, True, rows)
+    assert list(ev.trace_ids) == [rows[i].trace_id for i in range(0, len(rows), 10)]
+    assert len(ev.trace_ids) == SAMPLE_TRACE_IDS
+    odd = [obs(i) for i in range(2 * SAMPLE_TRACE_IDS + 5)]                        # step 2 gives 23: capped
+    assert list(decide(spec, True, odd).trace_ids) == [odd[i].trace_id for i in range(0, 2 * SAMPLE_TRACE_IDS, 2)]
+    assert len(decide(spec, True, rows[:5]).trace_ids) == 5                         # fewer rows: all of them
+
+
+def test_score_means_count_the_rows_and_the_unjoined_scores():
+    rows = [obs(1, scores={"score_f": 0.2, "feedback_user": 1.0}), obs(2, scores={"score_f": 0.4}), obs(3)]
+    means = score_means(rows, [("f" * 32, "score_f", 0.9), ("e" * 32, "score_g", 0.5)])
+    assert means == {"score_f": (pytest.approx(0.5), 3), "feedback_user": (1.0, 1), "score_g": (0.5, 1)}
+    assert score_means([], []) == {}

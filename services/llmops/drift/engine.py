@@ -3,39 +3,42 @@ faust table, and the monitors that judge windows of joined completions.
 
 Completions, scores and feedback are keyed by trace id on co-partitioned topics. Each event
 updates the trace's entry in the join table (a faust ``Table`` whose changelog survives a
-restart). An entry closes when its wait is over: ``LLMOPS_DRIFT_JOIN_WAIT_S`` after its
-completion arrived, or after its first score when no completion has come. Closing embeds the
-prompt, stores the observation, and hands it to every monitor whose scope it matches. What
-arrives after the close is not lost: a late score merges into the stored row (and into the open
-window if the row is still there); a score whose completion never comes is kept as an orphan row
-and counts in the quality means of its window.
+restart; the entry and its merge are in :mod:`llmops.drift.join`). An entry closes when its
+wait is over: ``LLMOPS_DRIFT_JOIN_WAIT_S`` after its completion arrived, or after its first
+score when no completion has come. Closing embeds the prompt, stores the observation, and
+hands it to every monitor whose scope it matches. What arrives after the close is not lost: a
+late score merges into the stored row (and into the open window if the row is still there); a
+score whose completion never comes is kept as an orphan row and counts in the quality means of
+its window.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import math
 from typing import Callable
 
 import numpy as np
 
-from llmops.common import metrics
+from llmops.common import metrics, paging
 from llmops.common.bus import EventPublisher
 from llmops.common.errors import InvalidArgument, NotFound
 from llmops.common.envelope import Record, UndecodableMessage
 from llmops.common.events import read_event
 from llmops.common.stream import Rejected
-from llmops.drift.features import Observation, feedback_column, score_column
+from llmops.drift.features import Observation
 from llmops.common.times import now_us
-from llmops.drift.monitor import Monitor, MonitorSpec, Reference, WindowOutcome, new_id
+from llmops.drift.join import JoinEntry, merge, new_entry, observation
+from llmops.drift.monitor import Monitor, Reference, WindowOutcome, new_id
+from llmops.drift.monitor_config import MonitorSpec
 from llmops.drift.store import DriftStore
-from llmops.v1 import common_pb2, events_pb2
+from llmops.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
 CLOSE_BATCH = 256
 MIN_REFERENCE = 10
+MAX_PAGE = 500
 
 
 class UnknownMonitor(NotFound):
@@ -77,7 +80,7 @@ class DriftEngine:
     # -- the agent: events into the join table --------------------------------------------------
     async def handle(self, records: list[Record]) -> list[Rejected]:
         rejected: list[Rejected] = []
-        updates: dict[bytes, dict] = {}
+        updates: dict[bytes, JoinEntry] = {}
         async with self.join_lock:
             now = now_us()
             for r in records:
@@ -91,28 +94,16 @@ class DriftEngine:
                     rejected.append(Rejected(r, str(exc)))
                     continue
                 tid = ev.trace_id.encode()
-                entry = updates.get(tid) or self.table.get(tid) or {"first": now, "due": now + self.join_wait_us,
-                                                                    "c": None, "s": {}, "fb": {}}
-                self._merge(entry, ev, now)
-                updates[tid] = entry
+                entry = updates.get(tid) or self._entry(tid) or new_entry(now, self.join_wait_us)
+                updates[tid] = merge(entry, ev, now, self.join_wait_us)
             for tid, entry in updates.items():
-                self.table[tid] = entry
+                self.table[tid] = entry.to_dict()
             metrics.DRIFT_PENDING.set(len(self.table))
         return rejected
 
-    def _merge(self, entry: dict, ev, now: int) -> None:
-        if isinstance(ev, events_pb2.CompletionEvent):
-            entry["c"] = Observation.of_completion(ev).to_json()
-            entry["due"] = now + self.join_wait_us   # the wait for its scores starts with the completion
-        elif isinstance(ev, events_pb2.ScoreEvent):
-            if ev.score.status != common_pb2.SCORE_STATUS_ERROR and math.isfinite(ev.score.value):
-                entry["s"][score_column(ev.score.name, ev.tier)] = float(ev.score.value)
-                entry.setdefault("meta", {"model": ev.model, "prompt_template": ev.prompt_template,
-                                          "prompt_version": ev.prompt_version})
-        else:
-            if math.isfinite(ev.feedback.score):
-                acc = entry["fb"].setdefault(feedback_column(ev.feedback.name), {})
-                acc[ev.feedback.id] = float(ev.feedback.score)   # by id: a redelivered feedback counts once
+    def _entry(self, key: bytes) -> JoinEntry | None:
+        stored = self.table.get(key)
+        return JoinEntry.from_dict(stored) if stored else None
 
     # -- the sweeper: close due entries, then due windows -------------------------------------
     async def start(self) -> None:
@@ -172,21 +163,22 @@ class DriftEngine:
     async def _close_entries(self, now: int | None, force: bool) -> int:
         async with self.join_lock:
             now = now or now_us()
-            due = [(k, v) for k, v in list(self.table.items()) if force or v["due"] <= now][:CLOSE_BATCH]
+            entries = [(k, JoinEntry.from_dict(v)) for k, v in list(self.table.items())]
+            due = [(k, e) for k, e in entries if force or e.due_us <= now][:CLOSE_BATCH]
             if not due:
                 return 0
-            obs = [self._observation(k, v) for k, v in due]
+            obs = [observation(k, e) for k, e in due]
             arrived = {o.trace_id: dict(o.scores) for o in obs}   # what this close adds
             try:
                 stored = await self._store(obs)
             except Exception:   # one bad entry must not hold the rest: store one by one, park what fails
                 log.exception("drift join: storing %d observations failed; retrying one by one", len(obs))
                 stored = []
-                for o, (k, v) in zip(obs, due):
+                for o, (k, e) in zip(obs, due):
                     try:
                         stored += await self._store([o])
                     except Exception as exc:
-                        await self._park(k, v, exc)
+                        await self._park(k, e, exc)
             for k, _ in due:   # stored or parked; the lock kept the agent from changing them meanwhile
                 del self.table[k]
             metrics.DRIFT_PENDING.set(len(self.table))
@@ -208,27 +200,13 @@ class DriftEngine:
                 o.embedding = np.asarray(v, dtype=np.float32)
         return await asyncio.to_thread(self.store.upsert, obs)
 
-    async def _park(self, key: bytes, entry: dict, exc: Exception) -> None:
+    async def _park(self, key: bytes, entry: JoinEntry, exc: Exception) -> None:
         """A join entry that cannot be stored goes to the dead-letter topic, as JSON, with the reason."""
         if self.dlq is None:
             raise exc
         rec = Record(topic=f"{self.topic_prefix}drift-join", partition=-1, offset=-1, key=key,
-                     value=json.dumps(entry).encode(), headers=[], timestamp_ms=now_us() // 1000)
+                     value=json.dumps(entry.to_dict()).encode(), headers=[], timestamp_ms=now_us() // 1000)
         await self.dlq.send(rec, f"drift join entry could not be stored: {exc!r}", type(exc).__name__)
-
-    @staticmethod
-    def _observation(key: bytes, entry: dict) -> Observation:
-        scores = dict(entry["s"])
-        for col, by_id in entry["fb"].items():
-            scores[col] = float(np.mean(list(by_id.values())))
-        if entry["c"] is not None:
-            o = Observation.from_json(entry["c"])
-            o.scores = scores
-            return o
-        meta = entry.get("meta", {})
-        return Observation(trace_id=key.decode(), ts_us=entry["first"], has_completion=False, scores=scores,
-                           model=meta.get("model", ""), prompt_template=meta.get("prompt_template", ""),
-                           prompt_version=meta.get("prompt_version", 0))
 
     async def close_windows(self, now: int | None = None) -> list[WindowOutcome]:
         done = []
@@ -287,8 +265,23 @@ class DriftEngine:
         except KeyError:
             raise UnknownMonitor(f"no drift monitor {name!r}; monitors: {', '.join(sorted(self.monitors))}") from None
 
+    def monitors_for(self, name: str = "") -> list[Monitor]:
+        """The monitor ``name`` (NOT_FOUND when there is none), or every monitor when ``name`` is empty."""
+        return [self.monitor(name)] if name else list(self.monitors.values())
+
+    async def list_retrain_events(self, monitor: str = "", page_size: int = 0,
+                                  page_token: str = "") -> tuple[list[events_pb2.RetrainEvent], str]:
+        """Retrain events newest first, of one monitor (NOT_FOUND when there is none) or of all,
+        and the token of the next page ("" after the last)."""
+        size = paging.page_size(page_size, MAX_PAGE)
+        if monitor:
+            self.monitor(monitor)   # NOT_FOUND for a monitor that does not exist
+        return await asyncio.to_thread(self.store.list_retrain, monitor, size, page_token)
+
     async def set_reference(self, name: str, start_us: int = 0, end_us: int = 0, first_n: int = 0) -> Reference:
         """A new reference from the completions of a time range, or the first N the monitor saw."""
+        if not name:
+            raise BadReference(f"monitor is empty; monitors: {', '.join(sorted(self.monitors))}")
         m = self.monitor(name)
         if first_n < 0:
             raise BadReference(f"first_n must be positive, got {first_n}")

@@ -11,7 +11,7 @@ from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
 from llmops.drift.api import DriftServicer
 from llmops.drift.engine import DriftEngine
-from llmops.drift.monitor import load_specs
+from llmops.drift.monitor_config import load_specs
 from llmops.drift.store import DriftStore
 from llmops.embedding import SentenceTransformerEmbedder
 from llmops.v1 import drift_pb2, drift_pb2_grpc

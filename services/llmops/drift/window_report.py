@@ -1,6 +1,6 @@
 """One window against the reference, with Evidently: ``DataDriftPreset`` over the tabular
 features and ``EmbeddingsDrift`` over the prompt embeddings, read back into plain results, and
-the report saved as HTML and JSON for a person to open."""
+the report saved as HTML and JSON for a person to open (the newest ``keep`` of them are kept)."""
 from __future__ import annotations
 
 import logging
@@ -181,3 +181,13 @@ def window_drift(reference: pd.DataFrame, current: pd.DataFrame, *, numeric: Seq
         snapshot.save_json(str(result.report_json))
         result.save_seconds = time.perf_counter() - t1
     return result
+
+
+def prune_reports(directory: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` saved reports in ``directory`` (each HTML with its JSON)."""
+    if not directory.exists():
+        return
+    htmls = sorted(directory.glob("*.html"), key=lambda p: p.stat().st_mtime)
+    for old in htmls[:max(0, len(htmls) - keep)]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)

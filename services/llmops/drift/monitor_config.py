@@ -1,0 +1,116 @@
+"""What a drift monitor is configured with: its scope (the traffic it watches) and its
+:class:`MonitorSpec` (window, method, retrain policy, reports kept), read from the
+``LLMOPS_DRIFT_*`` settings or the ``LLMOPS_DRIFT_CONFIG`` file."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from llmops.common.settings import Settings
+from llmops.drift.features import Observation, quality_column
+from llmops.drift.window_report import EMBEDDING_METHODS
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The traffic a monitor watches; empty fields match everything."""
+    model: str = ""
+    prompt_template: str = ""
+    prompt_version: int = 0
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, obs: Observation) -> bool:
+        return ((not self.model or obs.model == self.model)
+                and (not self.prompt_template or obs.prompt_template == self.prompt_template)
+                and (not self.prompt_version or obs.prompt_version == self.prompt_version)
+                and all(obs.metadata.get(k) == v for k, v in self.metadata))
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in (("model", self.model), ("prompt_template", self.prompt_template),
+                                          ("prompt_version", self.prompt_version or "")) if v]
+        parts += [f"metadata.{k}={v}" for k, v in self.metadata]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    name: str
+    scope: Scope = Scope()
+    window_size: int = 200
+    window_seconds: float = 0.0
+    min_window: int = 30
+    method: str = "mmd"
+    method_options: dict = field(default_factory=dict)
+    drift_share: float = 0.5
+    consecutive: int = 2
+    cooldown_s: float = 3600.0
+    quality_min: dict[str, float] = field(default_factory=dict)  # score column -> lowest window mean
+    keep_reports: int = 50
+
+
+def parse_quality(text: str) -> dict[str, float]:
+    """``"faithfulness=0.3,feedback_user=0.5"`` → ``{"score_faithfulness": 0.3, "feedback_user": 0.5}``."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[quality_column(key.strip())] = float(value)
+        except ValueError:
+            raise ValueError(f"quality rule {part!r} is not score=min_mean (e.g. faithfulness=0.3)") from None
+    return out
+
+
+def load_specs(settings: Settings) -> list[MonitorSpec]:
+    """The monitors: ``LLMOPS_DRIFT_CONFIG`` if set (``{"monitors": [...]}``, each field
+    defaulting to the ``LLMOPS_DRIFT_*`` settings), else one monitor ``default`` over all traffic."""
+    base = MonitorSpec(
+        name="default", window_size=settings.drift_window_size, window_seconds=settings.drift_window_seconds,
+        min_window=settings.drift_min_window, method=settings.drift_method, drift_share=settings.drift_share,
+        consecutive=settings.drift_consecutive, cooldown_s=settings.drift_cooldown_s,
+        quality_min=parse_quality(settings.drift_quality_min), keep_reports=settings.drift_keep_reports,
+    )
+    if not settings.drift_config:
+        return [base]
+    try:
+        raw = json.loads(Path(settings.drift_config).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"LLMOPS_DRIFT_CONFIG {settings.drift_config}: {exc}") from None
+    specs = [spec_from_dict(m, base) for m in raw.get("monitors", [])]
+    names = [s.name for s in specs]
+    if not specs:
+        raise ValueError(f"LLMOPS_DRIFT_CONFIG {settings.drift_config} lists no monitors")
+    if len(set(names)) != len(names):
+        raise ValueError(f"LLMOPS_DRIFT_CONFIG {settings.drift_config}: monitor names repeat: {names}")
+    return specs
+
+
+SPEC_KEYS = {"name", "scope", "window_size", "window_seconds", "min_window", "method", "method_options",
+             "drift_share", "consecutive", "cooldown_s", "quality_min", "keep_reports"}
+
+
+def spec_from_dict(d: dict, base: MonitorSpec) -> MonitorSpec:
+    unknown = set(d) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"drift monitor {d.get('name')!r}: unknown keys {sorted(unknown)}; known: {sorted(SPEC_KEYS)}")
+    name = str(d.get("name", ""))
+    if not NAME.match(name):
+        raise ValueError(f"drift monitor name {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    sc = d.get("scope", {}) or {}
+    scope = Scope(model=str(sc.get("model", "")), prompt_template=str(sc.get("prompt_template", "")),
+                  prompt_version=int(sc.get("prompt_version", 0)),
+                  metadata=tuple(sorted((str(k), str(v)) for k, v in (sc.get("metadata") or {}).items())))
+    quality = d.get("quality_min")
+    spec = replace(base, name=name, scope=scope,
+                   quality_min=base.quality_min if quality is None else {quality_column(k): float(v) for k, v in quality.items()},
+                   **{k: type(getattr(base, k))(d[k]) for k in SPEC_KEYS - {"name", "scope", "quality_min"} if k in d})
+    if spec.method not in EMBEDDING_METHODS:
+        raise ValueError(f"drift monitor {name!r}: method {spec.method!r} is not one of {', '.join(EMBEDDING_METHODS)}")
+    if spec.window_size < 10 or spec.consecutive < 1 or not 0 < spec.drift_share <= 1:
+        raise ValueError(f"drift monitor {name!r}: window_size >= 10, consecutive >= 1 and 0 < drift_share <= 1")
+    return spec
