@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmops.common.settings import SERVICES, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from llmops.cli.stack import free_port, isolated_settings  # noqa: F401 - free_port is the tests' too
+from llmops.common.settings import Settings
 
 
 def make_settings(data_dir: Path, bootstrap: str, **overrides) -> Settings:
     """Settings with free ports and a topic prefix of their own, so tests never share topics."""
-    ports = {}
-    for svc in SERVICES:
-        ports[f"{svc}_port"] = free_port()
-        ports[f"{svc}_metrics_port"] = free_port()
-    values = dict(data_dir=data_dir, kafka_bootstrap=bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-                  topic_partitions=1, **ports)
-    values.update(overrides)
-    return Settings(**values)
+    return isolated_settings(data_dir, bootstrap, **overrides)
 
 
 async def _produce(bootstrap: str, topic: str, items) -> None:
@@ -50,24 +36,38 @@ def produce(bootstrap: str, topic: str, items) -> None:
     asyncio.run(_produce(bootstrap, topic, items))
 
 
-async def _consume(bootstrap: str, topic: str, want: int, timeout_s: float):
+async def _read(bootstrap: str, topic: str, done, timeout_s: float) -> tuple[list, bool]:
+    """Read ``topic`` from its start until ``done(messages so far)``: (messages, whether it was)."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                          enable_auto_commit=False, group_id=None)
     await c.start()
-    out = []
+    out: list = []
     try:
         deadline = time.monotonic() + timeout_s
-        while len(out) < want and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             batch = await c.getmany(timeout_ms=300)
             for msgs in batch.values():
                 out.extend(msgs)
+            if done(out):
+                return out, True
     finally:
         await c.stop()
-    return out
+    return out, False
 
 
 def consume(bootstrap: str, topic: str, want: int = 1, timeout_s: float = 20.0):
-    return asyncio.run(_consume(bootstrap, topic, want, timeout_s))
+    """Up to the first ``want`` messages or so of ``topic`` (fewer when ``timeout_s`` runs out)."""
+    return asyncio.run(_read(bootstrap, topic, lambda out: len(out) >= want, timeout_s))[0]
+
+
+def consume_until(bootstrap: str, topic: str, done, timeout_s: float = 30.0, what: str = "messages"):
+    """Read ``topic`` from its start until ``done(messages so far)`` is true and return them;
+    fail when that has not happened within ``timeout_s``. For a topic that several producers
+    share (the DLQ), where the number of messages is not known but the ones to check are."""
+    out, ok = asyncio.run(_read(bootstrap, topic, done, timeout_s))
+    if not ok:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what} on {topic} ({len(out)} messages read)")
+    return out
 
 
 def wait_until(fn, timeout_s: float = 20.0, interval_s: float = 0.2, what: str = "condition"):

@@ -12,10 +12,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 
-from llmops.client import Client
+from llmops.cli.client import Client
 from llmops.common.settings import SERVICES, Settings
 from llmops.v1 import inference_pb2, retrieval_pb2, tracing_pb2
 from tests.e2e.test_stack import LLMOPS, stack_env
@@ -97,15 +98,18 @@ def test_every_dashboard_query_returns_data_from_a_live_stack(settings, tmp_path
             r = client.generate(questions[i % len(questions)], rag=i % 2 == 0, max_new_tokens=8)
             assert r.usage.HasField("cost_usd") and r.usage.cost_usd > 0
             traces.append(r.trace_id)
-        with pytest.raises(Exception):
+        with pytest.raises(grpc.RpcError) as bad_request:
             client.inference.Generate(inference_pb2.GenerateRequest(prompt=""), timeout=30)
+        assert bad_request.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad_request.value.details()
         for tid, score in zip(traces[:4], (1, 0, 1, 1)):
             client.tracing.SubmitFeedback(tracing_pb2.SubmitFeedbackRequest(trace_id=tid, score=score), timeout=10)
         produce(kafka, settings.topic("documents"), [(b"junk", b"\xffnot a document", [])])
 
         # the cost is on the trace, as the generation span and the summary show it
-        trace = wait_until(lambda: (t := client.get_trace(traces[0])) and t.summary.usage.HasField("cost_usd") and t,
-                           timeout_s=20, what="the trace's cost")
+        # the summary comes with the completion, the generation span on the spans topic: in any order
+        trace = wait_until(lambda: (t := client.get_trace(traces[0])) and t.summary.usage.HasField("cost_usd")
+                           and any(sp.name == "generation" for sp in t.spans) and t,
+                           timeout_s=20, what="the trace's cost and its generation span")
         expected = (trace.summary.usage.prompt_tokens * 0.5 + trace.summary.usage.completion_tokens * 1.5) / 1e6
         assert trace.summary.usage.cost_usd == pytest.approx(expected)
         gen = next(s for s in trace.spans if s.name == "generation")
@@ -120,7 +124,6 @@ def test_every_dashboard_query_returns_data_from_a_live_stack(settings, tmp_path
                    what="the junk document on the DLQ")
         wait_until(lambda: finite_values(prom_query(base, "llmops_feedback_score_count")), timeout_s=60,
                    what="feedback in Prometheus")
-        time.sleep(3)   # a few more scrapes, so that every rate has two samples
 
         queries = []
         for path in sorted(DASHBOARDS.glob("*.json")):
@@ -131,15 +134,27 @@ def test_every_dashboard_query_returns_data_from_a_live_stack(settings, tmp_path
                     for var, value in GRAFANA_VARS.items():
                         expr = expr.replace(var, value)
                     queries.append((path.stem, panel["title"], expr))
-        empty = []
-        for board, title, expr in queries:
-            resp = prom_query(base, expr)
-            assert resp["status"] == "success", (board, title, resp)
-            if not finite_values(resp):
-                raw = {m: prom_query(base, f"{m}[30s]")["data"]["result"]   # what Prometheus holds, to debug
-                       for m in sorted(set(re.findall(r"\b(llmops_[a-z_]+)", expr)))}
-                empty.append(f"{board} / {title}: {expr}\n    {json.dumps(raw)[:1500]}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+        def panels_without_data():
+            empty = []
+            for board, title, expr in queries:
+                resp = prom_query(base, expr)
+                assert resp["status"] == "success", (board, title, resp)
+                if not finite_values(resp):
+                    empty.append((board, title, expr))
+            return empty
+
+        # a rate needs two samples after the workload: poll scrape by scrape (1 s) until every panel
+        # has data, or the deadline, rather than sleeping for a guess of how many scrapes it takes
+        deadline = time.monotonic() + 60
+        while (empty := panels_without_data()) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        report = []
+        for board, title, expr in empty:
+            raw = {m: prom_query(base, f"{m}[30s]")["data"]["result"]   # what Prometheus holds, to debug
+                   for m in sorted(set(re.findall(r"\b(llmops_[a-z_]+)", expr)))}
+            report.append(f"{board} / {title}: {expr}\n    {json.dumps(raw)[:1500]}")
+        assert not empty, "panels without data:\n" + "\n".join(report)
         assert len(queries) >= 30
 
         # the dashboards' model variable has values, and every alert rule evaluates cleanly

@@ -21,7 +21,7 @@ from llmops.drift.store import DriftStore
 from llmops.cli.workloads import KOREAN_ANSWERS, korean_prompts, python_prompts, stream, synthetic_completion
 from llmops.tracing.main import build as build_tracing
 from llmops.v1 import common_pb2, drift_pb2, events_pb2
-from tests.support import ServiceThread, consume, make_settings, produce, wait_until
+from tests.support import ServiceThread, consume, consume_until, make_settings, produce, wait_until
 
 WINDOW = 40
 
@@ -102,8 +102,13 @@ def test_scores_join_their_completion_late_early_or_never(drift_stack):
     publish(s, "scores", [score(late.trace_id, 0.4)])                  # after its join closed: merged
     got = wait_until(lambda: (r := row(late.trace_id)) and r.scores and r, timeout_s=30, what="the late score")
     assert got.scores == {"score_faithfulness": 0.4}
-    assert row(on_time.trace_id).scores == {"score_faithfulness": 0.9, "feedback_user": 1.0}
-    assert row(early.trace_id).scores == {"score_faithfulness": 0.7} and row(early.trace_id).has_completion
+    # scores and feedback come on their own topics: each joins its row (before or after its close)
+    want_on_time = {"score_faithfulness": 0.9, "feedback_user": 1.0}
+    wait_until(lambda: row(on_time.trace_id).scores == want_on_time, timeout_s=30,
+               what="the on-time completion's score and feedback")
+    wait_until(lambda: row(early.trace_id).scores == {"score_faithfulness": 0.7}, timeout_s=30,
+               what="the score that came before its completion")
+    assert row(early.trace_id).has_completion
     assert row(on_time.trace_id).embedding.shape == (384,)
     o = wait_until(lambda: row(orphan_id), timeout_s=30, what="the orphan score to be kept")
     assert not o.has_completion and o.scores == {"score_faithfulness": 0.2} and o.model == "smollm2-135m-instruct"
@@ -114,8 +119,12 @@ def test_scores_join_their_completion_late_early_or_never(drift_stack):
 def test_undecodable_events_go_to_the_dead_letter_topic(drift_stack):
     s, _, _ = drift_stack
     produce(s.bootstrap_servers, s.topic("completions"), [(b"k", b"\xff\x00not protobuf", [])])
-    msgs = consume(s.bootstrap_servers, s.topic("dlq"), want=2, timeout_s=30)   # tracing reads completions too
-    mine = [m for m in msgs if dict(m.headers)["dlq-consumer-group"].decode() == f"{s.topic_prefix}drift"]
+    group = f"{s.topic_prefix}drift".encode()            # tracing reads completions too, and parks its own copy
+
+    def drifts(msgs):
+        return [m for m in msgs if dict(m.headers)["dlq-consumer-group"] == group and m.key == b"k"]
+
+    mine = drifts(consume_until(s.bootstrap_servers, s.topic("dlq"), drifts, what="drift's dead letter"))
     assert len(mine) == 1 and mine[0].value == b"\xff\x00not protobuf"
     headers = dict(mine[0].headers)
     assert headers["dlq-source-topic"].decode() == s.topic("completions")
@@ -158,7 +167,9 @@ def test_stationary_traffic_fires_nothing_and_a_shift_fires_exactly_one_event(dr
     # the same event went out on llmops.retrain, and a report per window on llmops.drift
     on_topic = consume(s.bootstrap_servers, s.topic("retrain"), want=1, timeout_s=20)
     assert events_pb2.RetrainEvent.FromString(on_topic[0].value).id == ev.id
-    assert len(consume(s.bootstrap_servers, s.topic("drift"), want=9, timeout_s=20)) == 9
+    reports = [events_pb2.DriftReportEvent.FromString(m.value).report_id for m in consume_until(
+        s.bootstrap_servers, s.topic("drift"), lambda ms: len(ms) >= 9, what="the 9 window reports")]
+    assert sorted(reports) == sorted(w.report_id for w in st.recent_windows)   # each window once
 
     # the listener turns it into a training-candidate dataset read from the trace store
     import asyncio
@@ -230,9 +241,10 @@ def test_on_postgresql_an_entry_that_cannot_be_stored_is_parked_not_lost(kafka, 
         publish(s, "completions", [good[0], bad, *good[1:]])
         store = DriftStore(s.drift_db_url)
         wait_until(lambda: store.count() == 3, timeout_s=30, what="the three good completions on PostgreSQL")
-        parked = consume(s.bootstrap_servers, s.topic("dlq"), want=1, timeout_s=30)
+        parked = [m for m in consume_until(s.bootstrap_servers, s.topic("dlq"),
+                                           lambda ms: any(m.key == bad.trace_id.encode() for m in ms),
+                                           what="the parked join entry") if m.key == bad.trace_id.encode()]
         headers = dict(parked[0].headers)
-        assert parked[0].key == bad.trace_id.encode()
         assert headers["dlq-source-topic"].decode() == s.topic("drift-join")
         assert b"could not be stored" in headers["dlq-reason"]
         assert json.loads(parked[0].value)["c"]["prompt"] == bad.prompt

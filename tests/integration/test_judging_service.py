@@ -8,13 +8,13 @@ import json
 import grpc
 import pytest
 
-from llmops.client import Client
+from llmops.cli.client import Client
 from llmops.common.envelope import encode
 from llmops.common.spans import new_span_id, new_trace_id
 from llmops.judging.main import build as build_judging
 from llmops.tracing.main import build as build_tracing
 from llmops.v1 import common_pb2, events_pb2, judging_pb2, tracing_pb2
-from tests.support import consume, make_settings, produce, running_services, wait_until
+from tests.support import consume_until, make_settings, produce, running_services, wait_until
 
 CONTEXTS = [
     "The assert statement inserts debugging assertions into a program. If the expression is false, assert "
@@ -57,6 +57,19 @@ def publish(s, *events):
     produce(s.bootstrap_servers, s.topic("completions"), [(e.trace_id.encode(), *encode(e)) for e in events])
 
 
+#: what a completion with contexts gets from each of the two tiers (two consumer groups)
+BOTH_TIERS = {"rag.faithfulness.cheap", "rag.faithfulness.llm"}
+
+
+def judged_by_both_tiers(client, sentinel: events_pb2.CompletionEvent) -> tracing_pb2.Trace:
+    """Wait until both tiers have scored ``sentinel``, published after the completions a test checks.
+    Completions have one partition, and each tier judges them in order and sends its scores in order
+    to the one partition of scores, which tracing stores in order: once the sentinel's scores are on
+    its trace, the scores of everything published before it are on theirs."""
+    return wait_until(lambda: (tr := client.get_trace(sentinel.trace_id)) and BOTH_TIERS <= set(scores_by_evaluator(tr))
+                      and tr, timeout_s=180, what="both tiers' scores of the sentinel completion")
+
+
 def test_streamed_completions_are_scored_on_their_traces(stack):
     s, client = stack
     good, bad = completion(GROUNDED), completion(FABRICATED)
@@ -80,10 +93,13 @@ def test_streamed_completions_are_scored_on_their_traces(stack):
 
     # the LLM tier lags in its own consumer group, and its judge calls are spans of the judged trace
     def with_judge_span(t):   # spans and scores are separate topics: either may reach tracing first
-        return t if t and any(sp.name == "judge rag.faithfulness.llm" for sp in t.spans) else None
+        root = next((sp for sp in t.spans if sp.name == "judge rag.faithfulness.llm"), None) if t else None
+        # the root span is sent before its calls' spans, which may come in a later batch
+        calls = [sp for sp in t.spans if root and sp.parent_span_id == root.span_id] if root else []
+        return t if root and len(calls) >= int(root.attributes["judge.calls"]) else None
 
     tl = wait_until(lambda: with_judge_span(scored(good.trace_id, cheap | {"rag.faithfulness.llm"})), timeout_s=90,
-                    what="the LLM-tier score and its judge span")
+                    what="the LLM-tier score, its judge span and the spans of its calls")
     llm = scores_by_evaluator(tl)["rag.faithfulness.llm"]
     assert llm.status == common_pb2.SCORE_STATUS_OK and 0.0 <= llm.value <= 1.0
     judge_spans = [sp for sp in tl.spans if sp.service == "judging"]
@@ -97,12 +113,14 @@ def test_streamed_completions_are_scored_on_their_traces(stack):
 
 def test_redelivered_completion_does_not_duplicate_scores(stack):
     s, client = stack
-    ev = completion(GROUNDED)
+    ev, sentinel = completion(GROUNDED), completion(GROUNDED)
     publish(s, ev)
-    publish(s, ev)  # a redelivery: same trace, same evaluators
+    publish(s, ev, sentinel)  # a redelivery: same trace, same evaluators; then a sentinel behind it
     wanted = {"rag.faithfulness.cheap", "safety.pii", "rag.faithfulness.llm"}
-    t = wait_until(lambda: (tr := client.get_trace(ev.trace_id)) and wanted <= set(scores_by_evaluator(tr)) and tr,
-                   timeout_s=90, what="scores of the redelivered completion")
+    wait_until(lambda: (tr := client.get_trace(ev.trace_id)) and wanted <= set(scores_by_evaluator(tr)) and tr,
+               timeout_s=90, what="scores of the redelivered completion")
+    judged_by_both_tiers(client, sentinel)   # so both tiers have judged the second copy, too
+    t = client.get_trace(ev.trace_id)
     keys = [(sc.evaluator, sc.version, sc.name) for sc in t.scores]
     assert len(keys) == len(set(keys))
 
@@ -111,10 +129,13 @@ def test_score_filter_lists_the_low_faithfulness_trace(stack):
     s, client = stack
     good, bad = completion(GROUNDED), completion(FABRICATED)
     publish(s, good, bad)
+    # both are scored before the list is read: the grounded one must be left out, not merely unscored
+    for ev in (good, bad):
+        wait_until(lambda: "rag.faithfulness.cheap" in scores_by_evaluator(client.get_trace(ev.trace_id)),
+                   timeout_s=30, what="the cheap faithfulness score")
     req = tracing_pb2.ListTracesRequest(score_name="faithfulness", evaluator="rag.faithfulness.cheap",
                                         max_score=0.5, page_size=1000)
-    found = wait_until(lambda: {t.trace_id for t in client.tracing.ListTraces(req).traces} & {good.trace_id, bad.trace_id}
-                       or None, timeout_s=30, what="the fabricated trace in the filtered list")
+    found = {t.trace_id for t in client.tracing.ListTraces(req).traces} & {good.trace_id, bad.trace_id}
     assert found == {bad.trace_id}
 
 
@@ -123,11 +144,17 @@ def test_malformed_completion_goes_to_the_dlq_with_the_reason(stack):
     bad = events_pb2.CompletionEvent(trace_id="not-a-trace-id", answer="x")
     bad.timestamp.GetCurrentTime()
     produce(s.bootstrap_servers, s.topic("completions"), [(b"k-judge", *encode(bad)), (b"k-junk", b"\xff\x00junk", [])])
-    msgs = consume(s.bootstrap_servers, s.topic("dlq"), want=6, timeout_s=30)  # tracing and both judge tiers
-    from_judging = [m for m in msgs if dict(m.headers).get("dlq-consumer-group") == f"{s.topic_prefix}judging".encode()]
-    reasons = {m.key: dict(m.headers)["dlq-reason"].decode() for m in from_judging}
+
+    # tracing and both judge tiers reject them, in any order: wait for the cheap tier's two
+    def from_judging(msgs):
+        return [m for m in msgs if dict(m.headers).get("dlq-consumer-group") == f"{s.topic_prefix}judging".encode()]
+
+    msgs = consume_until(s.bootstrap_servers, s.topic("dlq"),
+                         lambda msgs: {b"k-judge", b"k-junk"} <= {m.key for m in from_judging(msgs)},
+                         timeout_s=30, what="the judging group's rejections")
+    reasons = {m.key: dict(m.headers)["dlq-reason"].decode() for m in from_judging(msgs)}
     assert "32 lowercase hex" in reasons[b"k-judge"]
-    assert b"k-junk" in reasons
+    assert "not a valid llmops.v1.CompletionEvent" in reasons[b"k-junk"]   # the key is there, and why
 
 
 def test_score_rpc_scores_on_demand_and_attaches_to_a_trace(stack):
@@ -142,8 +169,10 @@ def test_score_rpc_scores_on_demand_and_attaches_to_a_trace(stack):
     assert set(by) == {"rag.faithfulness.cheap", "reference.token_f1", "reference.exact_match", "rubric.correctness"}
     assert by["reference.exact_match"].value == 0.0 and 0 < by["reference.token_f1"].value < 1
     assert 1.0 <= by["rubric.correctness"].value <= 5.0 and by["rubric.correctness"].explanation
-    t = wait_until(lambda: (tr := client.get_trace(tid)) and "rubric.correctness" in scores_by_evaluator(tr) and tr,
-                   timeout_s=30, what="on-demand scores on the trace")
+    # the score and the judge span reach tracing on separate topics, in any order: wait for both
+    t = wait_until(lambda: (tr := client.get_trace(tid)) and "rubric.correctness" in scores_by_evaluator(tr)
+                   and any(sp.name == "judge rubric.correctness" for sp in tr.spans) and tr,
+                   timeout_s=30, what="the on-demand score and its judge span on the trace")
     assert any(sp.name == "judge rubric.correctness" for sp in t.spans)
 
 
@@ -218,9 +247,14 @@ def test_llm_tier_lag_is_measured(stack):
 def test_chat_completion_without_contexts_skips_context_metrics(stack):
     s, client = stack
     ev = completion("Paris is the capital of France.", question="What is the capital of France?", contexts=())
-    publish(s, ev)
-    t = wait_until(lambda: (tr := client.get_trace(ev.trace_id)) and {"safety.pii", "rag.answer_relevancy.cheap"}
-                   <= set(scores_by_evaluator(tr)) and tr, timeout_s=30, what="scores of a chat completion")
+    sentinel = completion(GROUNDED)
+    publish(s, ev, sentinel)
+    wait_until(lambda: (tr := client.get_trace(ev.trace_id)) and {"safety.pii", "rag.answer_relevancy.cheap"}
+               <= set(scores_by_evaluator(tr)) and tr, timeout_s=30, what="scores of a chat completion")
+    # what is absent must be absent because it was skipped, not because it is still on its way: by
+    # the time both tiers scored the sentinel, they have sent every score of the chat completion
+    judged_by_both_tiers(client, sentinel)
+    t = client.get_trace(ev.trace_id)
     by = scores_by_evaluator(t)
     assert by["rag.answer_relevancy.cheap"].value > 0.5
     assert not {"rag.faithfulness.cheap", "rag.context_relevancy.cheap"} & set(by)   # not applicable, not errors

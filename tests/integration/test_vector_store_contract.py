@@ -351,8 +351,9 @@ def test_fake_weaviate_rejects_what_it_does_not_implement():
                                              properties=[Property(name="n", data_type=DataType.INT)])
             with pytest.raises(WeaviateQueryError, match="does not implement search with sort_by"):
                 coll.query.fetch_objects(sort=Sort.by_property("n"))
-            with pytest.raises(Exception, match="does not implement the Aggregate RPC"):
+            with pytest.raises(WeaviateQueryError, match="does not implement the Aggregate RPC") as unimplemented:
                 coll.aggregate.over_all(total_count=True)
+            assert "UNIMPLEMENTED" in str(unimplemented.value)
             with pytest.raises(UnexpectedStatusCodeError, match="501"):
                 client.collections.create("Vectorized", vector_config=Configure.Vectors.text2vec_openai())
         finally:
