@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from llmops.common.times import ts_to_us
-from llmops.tracing.traces import FeedbackIn, Traces, trace_query
+from llmops.tracing.store import TraceQuery
+from llmops.tracing.traces import FeedbackIn, Traces
 from llmops.v1 import tracing_pb2, tracing_pb2_grpc
 
 
@@ -18,11 +19,11 @@ class TracingServicer(tracing_pb2_grpc.TracingServiceServicer):
         return await self.traces.get(request.trace_id)
 
     async def ListTraces(self, request, context):
-        query = trace_query(
+        query = TraceQuery(
             start_us=ts_to_us(request.start_time) if request.HasField("start_time") else 0,
             end_us=ts_to_us(request.end_time) if request.HasField("end_time") else 0,
             session_id=request.session_id, user_id=request.user_id, model=request.model,
-            size=request.page_size, page_token=request.page_token, score_name=request.score_name,
+            page_size=request.page_size, page_token=request.page_token, score_name=request.score_name,
             evaluator=request.evaluator, min_score=_optional(request, "min_score"),
             max_score=_optional(request, "max_score"))
         rows, token = await self.traces.list(query)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmops.common.bus import EventPublisher
 from llmops.common.errors import InvalidArgument, NotFound
@@ -29,21 +29,19 @@ class FeedbackIn:
     name: str = ""
 
 
-def trace_query(*, start_us: int = 0, end_us: int = 0, session_id: str = "", user_id: str = "", model: str = "",
-                size: int = 0, page_token: str = "", score_name: str = "", evaluator: str = "",
-                min_score: float | None = None, max_score: float | None = None) -> TraceQuery:
-    """A checked :class:`TraceQuery` (INVALID_ARGUMENT for a filter that cannot hold)."""
-    if start_us and end_us and end_us <= start_us:
+def checked_query(q: TraceQuery) -> TraceQuery:
+    """``q`` with its page size resolved, or INVALID_ARGUMENT for a filter that cannot hold."""
+    size = page_size(q.page_size, MAX_PAGE)
+    if q.start_us and q.end_us and q.end_us <= q.start_us:
         raise InvalidArgument("end_time must be after start_time")
-    if (min_score is not None or max_score is not None or evaluator) and not score_name:
+    lo, hi = q.min_score, q.max_score
+    if (lo is not None or hi is not None or q.evaluator) and not q.score_name:
         raise InvalidArgument("min_score, max_score and evaluator filter a score: set score_name too")
-    if any(v is not None and not math.isfinite(v) for v in (min_score, max_score)):
+    if any(v is not None and not math.isfinite(v) for v in (lo, hi)):
         raise InvalidArgument("min_score and max_score must be finite numbers")
-    if min_score is not None and max_score is not None and max_score < min_score:
-        raise InvalidArgument(f"max_score ({max_score}) is below min_score ({min_score})")
-    return TraceQuery(start_us=start_us, end_us=end_us, session_id=session_id, user_id=user_id, model=model,
-                      page_size=page_size(size, MAX_PAGE), page_token=page_token, score_name=score_name,
-                      evaluator=evaluator, min_score=min_score, max_score=max_score)
+    if lo is not None and hi is not None and hi < lo:
+        raise InvalidArgument(f"max_score ({hi}) is below min_score ({lo})")
+    return replace(q, page_size=size)
 
 
 class Traces:
@@ -60,8 +58,9 @@ class Traces:
         return trace
 
     async def list(self, query: TraceQuery) -> tuple[list[tracing_pb2.TraceSummary], str]:
-        """A page of trace summaries, newest first, and the token of the next page ("" at the end)."""
-        return await asyncio.to_thread(self.store.list_traces, query)
+        """A page of trace summaries, newest first, and the token of the next page ("" at the end);
+        a ``page_size`` of 0 means the default."""
+        return await asyncio.to_thread(self.store.list_traces, checked_query(query))
 
     async def submit_feedback(self, f: FeedbackIn) -> common_pb2.Feedback:
         """Store a user's score of a trace and publish it (drift joins feedback to its window)."""
