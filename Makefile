@@ -36,6 +36,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Peers: official clients and SDKs in virtual environments of their own, never imported by llmops;
+# the tests run them as subprocesses. otel: the `openai` SDK, the OpenTelemetry SDK, OTLP exporters
+# and the openai instrumentations (OTel GenAI and OpenInference).
+.peers/otel/.ok: tests/peers/otel.txt
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@[ -x .peers/otel/bin/python ] || python3 -m venv .peers/otel
+	.peers/otel/bin/python -m pip install -q -r tests/peers/otel.txt
+	@touch $@
+
 proto: install
 	$(PY) -m llmops.protogen
 
@@ -47,13 +56,13 @@ run: install
 up: install
 	$(VENV)/bin/llmops up
 
-test: install
+test: install .peers/otel/.ok
 	$(PY) -m pytest -p no:cacheprovider -ra tests
 
 test-unit: install
 	$(PY) -m pytest -p no:cacheprovider -ra tests/unit
 
-test-integration: install
+test-integration: install .peers/otel/.ok
 	$(PY) -m pytest -p no:cacheprovider -ra tests/integration
 
 test-e2e: install
