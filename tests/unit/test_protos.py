@@ -32,3 +32,19 @@ def test_contract_names_exist():
         assert wanted <= methods, (svc, wanted - methods)
     stream = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].methods_by_name["GenerateStream"]
     assert stream.server_streaming
+
+
+def test_every_proto_names_its_go_and_java_packages():
+    """Code generators for Go and Java need no flags (protoc-gen-go refuses a file without go_package)."""
+    from llmops.protogen import proto_files
+    from llmops.v1 import common_pb2, drift_pb2, events_pb2, inference_pb2, judging_pb2, retrieval_pb2, tracing_pb2
+
+    files = [m.DESCRIPTOR for m in (common_pb2, drift_pb2, events_pb2, inference_pb2, judging_pb2, retrieval_pb2,
+                                    tracing_pb2)]
+    assert sorted(f.name for f in files) == proto_files()
+    for f in files:
+        opts = f.GetOptions()
+        assert opts.go_package == "github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1", f.name
+        assert opts.java_package == "dev.llmops.v1" and opts.java_multiple_files, f.name
+        # an outer class named like one of the file's messages would not compile
+        assert opts.java_outer_classname.endswith("Proto") and opts.java_outer_classname not in f.message_types_by_name
