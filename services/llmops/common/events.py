@@ -56,10 +56,14 @@ def validate_span(ev: events_pb2.SpanEvent) -> events_pb2.SpanEvent:
     return ev
 
 
-def validate_completion(ev: events_pb2.CompletionEvent) -> events_pb2.CompletionEvent:
+def validate_completion(ev: events_pb2.CompletionEvent, record: Record | None = None) -> events_pb2.CompletionEvent:
+    """A completion without a timestamp happened when its Kafka record was written (a producer
+    outside the platform seldom sets one)."""
     _event_trace_id(ev.trace_id, "CompletionEvent")
     if not ev.HasField("timestamp"):
-        raise UndecodableMessage("CompletionEvent has no timestamp")
+        if record is None or record.timestamp_ms <= 0:
+            raise UndecodableMessage("CompletionEvent has no timestamp, and neither has its Kafka record")
+        ev.timestamp.FromMilliseconds(record.timestamp_ms)
     return ev
 
 
@@ -97,5 +101,7 @@ VALIDATORS: dict[type, Callable] = {
 def read_event(record: Record, cls: type[M]) -> M:
     """``record`` decoded as ``cls`` and checked; :class:`UndecodableMessage` says why not."""
     msg = decode(record, cls)
+    if cls is events_pb2.CompletionEvent:
+        return validate_completion(msg, record)
     validate = VALIDATORS.get(cls)
     return validate(msg) if validate is not None else msg

@@ -24,6 +24,10 @@ TOPICS: dict[str, tuple[str, str, str]] = {
     "dlq": ("original key", "original bytes", "what a consumer could not decode or handle"),
 }
 
+#: the topics any producer may write, in protobuf or in protobuf's JSON mapping
+#: (``content-type: application/json``; :data:`llmops.common.envelope.JSON_PAYLOADS`)
+INPUT_TOPICS = ("documents", "spans", "completions", "scores", "feedback")
+
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> None:
     """Create the platform's topics (idempotent)."""
