@@ -1,9 +1,10 @@
 """gRPC server bootstrap shared by the five services.
 
 Every server gets: the standard health service (NOT_SERVING until its service says it is ready),
-server reflection, an interceptor that maps domain errors to status codes and records request
-metrics, an incoming W3C ``traceparent`` in a context variable, Prometheus ``/metrics`` on its own
-port, and a graceful stop on SIGTERM/SIGINT (stop accepting, drain in-flight RPCs, then exit).
+server reflection (v1 and v1alpha), an interceptor that maps domain errors to status codes and
+records request metrics, an incoming W3C ``traceparent`` in a context variable, Prometheus
+``/metrics`` on its own port, and a graceful stop on SIGTERM/SIGINT (stop accepting, drain
+in-flight RPCs, then exit).
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from llmops.common import metrics
 from llmops.common.channels import SERVER_OPTIONS
 from llmops.common.errors import LlmopsError
 from llmops.common.logging import current_trace_id
 from llmops.common.envelope import parse_traceparent
+from llmops.common.reflection import enable_server_reflection
 from llmops.common.settings import Settings
 from llmops.common.signals import install_stop_signals
 
@@ -131,10 +132,8 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            self.server,
-        )
+        enable_server_reflection([*self.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
+                                 self.server)
         self.port = 0
 
     def bind(self, port: int | None = None) -> int:
