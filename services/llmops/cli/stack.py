@@ -45,6 +45,7 @@ def isolated_settings(data_dir: Path, bootstrap: str = "", **overrides) -> Setti
     for svc in SERVICES:
         values[f"{svc}_port"] = free_port()
         values[f"{svc}_metrics_port"] = free_port()
+    values["inference_http_port"] = free_port()
     values.update(overrides)
     return Settings(**values)
 

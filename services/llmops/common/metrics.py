@@ -115,6 +115,14 @@ FEEDBACK_NEGATIVE = Counter(
     registry=REGISTRY,
 )
 SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "llmops_http_requests_total", "Requests to a service's HTTP doors, by route and status", ["service", "route", "code"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "llmops_http_request_duration_seconds", "HTTP door latency (to the last byte, streams included)",
+    ["service", "route"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
 
 

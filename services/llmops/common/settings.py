@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     model_threads: int = Field(2, ge=1, description="llama.cpp CPU threads.")
     default_max_new_tokens: int = Field(128, ge=1, description="max_new_tokens when a request leaves it unset.")
     prompt_db: str = Field("", description="SQLite file of the prompt template registry. Empty: <data_dir>/prompts.db.")
+    inference_http_port: int = Field(8000, ge=0, description="Port of the OpenAI-compatible HTTP gateway of inference (`/v1/chat/completions`, `/v1/completions`, `/v1/models`); 0: off.")
+    inference_http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body the OpenAI-compatible gateway reads; larger ones get 413.")
+    inference_http_max_concurrent: int = Field(128, ge=1, description="Requests the OpenAI-compatible gateway runs at once; more get 429 with Retry-After.")
 
     # --- retrieval -----------------------------------------------------------------------
     embedding_model: str = Field("", description="sentence-transformers model path. Empty: all-MiniLM-L6-v2 from its wheel.")

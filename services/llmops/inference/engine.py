@@ -53,7 +53,8 @@ class GenerateInput:
     metadata: dict[str, str] = field(default_factory=dict)
     template_name: str = ""
     template_version: int | None = None
-    parent: tuple[str, str] | None = None   # (trace_id, span_id) from the caller's traceparent
+    parent: tuple[str, str] | None = None   # (trace_id, span_id) from the caller's traceparent; span_id "": a root
+    attributes: dict[str, str] = field(default_factory=dict)   # extra attributes of the root span (the door)
 
 
 @dataclass
@@ -187,6 +188,7 @@ class InferenceEngine:
             root = rec.start("generate_stream" if stream else "generate", req.parent[1] if req.parent else "",
                              model=req.model or self.default_model, session_id=req.session_id,
                              user_id=req.user_id, rag=req.retrieval is not None)
+            root.attributes.update({k: v for k, v in req.attributes.items() if k not in root.attributes})
             error: BaseException | None = None
             try:
                 prep = await self._prepare(req, rec, root.span_id)

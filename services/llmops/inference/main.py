@@ -5,6 +5,7 @@ import asyncio
 
 from llmops.common.bus import EventBus
 from llmops.common.busy import BusySignal
+from llmops.common.http import HttpDoor
 from llmops.common.runtime import ServiceParts
 from llmops.common.settings import Settings
 from llmops.common.topics import ensure_topics
@@ -12,6 +13,7 @@ from llmops.inference.api import InferenceServicer
 from llmops.backends import open_backend, spec_from_settings
 from llmops.backends.protocol import ModelBackend
 from llmops.inference.engine import InferenceEngine
+from llmops.inference.gateway import OpenAIGateway
 from llmops.inference.prompts import PromptRegistry
 from llmops.inference.retrieval_client import GrpcRetrievalClient
 from llmops.v1 import inference_pb2, inference_pb2_grpc
@@ -33,14 +35,24 @@ async def build(settings: Settings) -> ServiceParts:
     engine = InferenceEngine({backend.name: backend}, backend.name, prompts, retrieval, bus, settings.topic_prefix,
                              busy=busy.busy, prices=settings.price_table)
     servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens)
+    gateway = None
+    if settings.inference_http_port:
+        gateway = HttpDoor("inference OpenAI-compatible gateway",
+                           OpenAIGateway(engine, settings.default_max_new_tokens, settings.inference_http_max_body_bytes,
+                                         settings.inference_http_max_concurrent).app(),
+                           settings.host, settings.inference_http_port)
     ready = asyncio.Event()
 
     async def start() -> None:
         await ensure_topics(settings)
         await bus.start()
+        if gateway is not None:
+            await gateway.start()   # after the bus: its requests publish spans and completions
         ready.set()  # the request path needs no consumer
 
     async def stop() -> None:
+        if gateway is not None:
+            await gateway.stop()    # first: no new HTTP request once the bus stops
         await bus.stop()
         await retrieval.close()
         backend.close()
