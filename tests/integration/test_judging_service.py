@@ -259,3 +259,37 @@ def test_chat_completion_without_contexts_skips_context_metrics(stack):
     assert by["rag.answer_relevancy.cheap"].value > 0.5
     assert not {"rag.faithfulness.cheap", "rag.context_relevancy.cheap"} & set(by)   # not applicable, not errors
     assert all(sc.status == common_pb2.SCORE_STATUS_OK for sc in by.values())
+
+
+def test_a_score_names_a_span_that_is_recorded_on_its_trace(stack):
+    """A consumer that follows a score's traceparent header (or ScoreEvent.span_id) finds that
+    span in the trace store: the cheap and safety tiers' run span, the LLM tier's judge span."""
+    from llmops.common.envelope import parse_traceparent
+
+    s, client = stack
+    ev = completion(GROUNDED)
+    publish(s, ev)
+    wanted = {"rag.faithfulness.cheap", "safety.pii", "safety.prompt_injection", "rag.faithfulness.llm"}
+
+    def of_trace(msgs):
+        out = {}
+        for m in msgs:
+            if m.key == ev.trace_id.encode():
+                score = events_pb2.ScoreEvent.FromString(m.value)
+                out[score.score.evaluator] = (score, dict(m.headers)["traceparent"].decode())
+        return out
+
+    msgs = consume_until(s.bootstrap_servers, s.topic("scores"), lambda msgs: wanted <= set(of_trace(msgs)),
+                         timeout_s=120, what="the scores of both tiers, as a consumer of llmops.scores reads them")
+    named = {}
+    for evaluator, (score, header) in of_trace(msgs).items():
+        trace_id, span_id = parse_traceparent(header)
+        assert trace_id == ev.trace_id and span_id == score.span_id, (evaluator, header, score.span_id)
+        named[evaluator] = span_id
+    t = wait_until(lambda: (tr := client.get_trace(ev.trace_id)) and set(named.values()) <= {sp.span_id for sp in tr.spans}
+                   and tr, timeout_s=30, what="every span the scores name, in the trace store")
+    spans = {sp.span_id: sp for sp in t.spans}
+    cheap = spans[named["rag.faithfulness.cheap"]]
+    assert named["safety.pii"] == cheap.span_id and cheap.name == "judge cheap" and cheap.service == "judging"
+    assert cheap.parent_span_id == ev.root_span_id and "safety.pii" in cheap.attributes["judge.evaluators"]
+    assert spans[named["rag.faithfulness.llm"]].name == "judge rag.faithfulness.llm"

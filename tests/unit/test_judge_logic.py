@@ -195,3 +195,39 @@ async def test_a_real_preference_survives_the_swap_and_mirrors():
     assert (mirrored.winner, mirrored.consistent) == ("A", True)
     assert mirrored.p_a == pytest.approx(v.p_b)
     assert v.usage[0] > 0 and v.usage[1] == 2
+
+
+def test_every_score_names_a_span_that_is_published_with_it():
+    """Cheap and safety evaluations call no judge model: their scores name the run span of their
+    trace; an LLM-tier evaluation names its own judge span. The traceparent header names the same
+    span, and every span hangs below the judged request's root span."""
+    from llmops.common.envelope import parse_traceparent
+    from llmops.judging.evaluator import JudgeCall, Judgement
+    from llmops.judging.online import Outcome, events_for
+    from llmops.v1 import events_pb2
+
+    class Ev:
+        def __init__(self, name, tier):
+            self.name, self.metric, self.version, self.tier = name, name.split(".")[-1], "1", tier
+
+    tid, root = "a" * 32, "b" * 16
+    sample = Sample(question="q", answer="a", trace_id=tid)
+    call = JudgeCall("score", "judge-model", 1_000, 2_000, 10, 2)
+    outcomes = [Outcome(sample, Ev("rag.faithfulness.cheap", "cheap"), Judgement(0.8)),
+                Outcome(sample, Ev("safety.pii", "safety"), Judgement.failed("regex blew up")),
+                Outcome(sample, Ev("rag.faithfulness.llm", "llm"), Judgement(0.5, calls=[call]))]
+    completion = events_pb2.CompletionEvent(trace_id=tid, root_span_id=root, model="m")
+    out = events_for(outcomes, {tid: completion}, "p.", label="cheap", start_ns=5_000, end_ns=9_000)
+    spans = {m.span_id: m for topic, _, m, _ in out if topic == "p.spans"}
+    scores = [(m, h) for topic, _, m, h in out if topic == "p.scores"]
+    assert len(scores) == 3 and all(m.span_id in spans for m, _ in scores)
+    assert all(parse_traceparent(h) == (tid, m.span_id) for m, h in scores)
+    by = {m.score.evaluator: spans[m.span_id] for m, _ in scores}
+    run = by["rag.faithfulness.cheap"]
+    assert by["safety.pii"] is run and run.name == "judge cheap" and run.parent_span_id == root
+    assert run.attributes["judge.evaluators"] == "rag.faithfulness.cheap,safety.pii"
+    assert run.attributes["judge.score.safety.pii"] == "error" and "regex blew up" in run.status_message
+    assert run.start_time.ToNanoseconds() == 5_000 and run.end_time.ToNanoseconds() == 9_000
+    llm = by["rag.faithfulness.llm"]
+    assert llm.name == "judge rag.faithfulness.llm" and llm.parent_span_id == root
+    assert [s.name for s in spans.values() if s.parent_span_id == llm.span_id] == ["judge.call"]

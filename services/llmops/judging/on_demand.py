@@ -4,6 +4,7 @@ and describe the evaluators. The online judge (:mod:`.online`) runs the same eva
 stream; both record the same metrics and publish the same events."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -72,12 +73,15 @@ class OnDemandJudge:
             check_text(c, f"contexts[{i}]")
         if sample.trace_id:
             check_trace_id(sample.trace_id)
+        start_ns = time.time_ns()
         outcomes = await judge_once(self.catalog, self._chosen(sample, evaluators), sample, self.cache)
+        end_ns = time.time_ns()
         observe(outcomes)
         if sample.trace_id:
             completion = events_pb2.CompletionEvent(trace_id=sample.trace_id)
             try:
-                await self.publisher.send_many(events_for(outcomes, {sample.trace_id: completion}, self.topic_prefix))
+                await self.publisher.send_many(events_for(outcomes, {sample.trace_id: completion}, self.topic_prefix,
+                                                          label="on-demand", start_ns=start_ns, end_ns=end_ns))
             except Exception as exc:
                 raise Unavailable(f"scores were computed but could not be attached to the trace: {exc}") from None
         return outcomes

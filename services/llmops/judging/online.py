@@ -110,19 +110,52 @@ class Outcome:
     judgement: Judgement
 
 
-def events_for(outcomes: Sequence[Outcome], completions: dict[str, events_pb2.CompletionEvent],
-               topic_prefix: str) -> list[OutgoingEvent]:
-    out: list[OutgoingEvent] = []
+def run_span(outcomes: Sequence[Outcome], trace_id: str, parent: str, label: str, start_ns: int,
+             end_ns: int) -> events_pb2.SpanEvent:
+    """The span of a judge run over one trace, for the evaluations that called no judge model
+    (the cheap and safety tiers): their scores name it, so the trace shows when they were made."""
+    span = events_pb2.SpanEvent(trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
+                                name=f"judge {label}", service="judging")
+    span.start_time.FromNanoseconds(start_ns)
+    span.end_time.FromNanoseconds(max(end_ns, start_ns))
+    span.attributes["judge.evaluators"] = ",".join(o.evaluator.name for o in outcomes)
     for o in outcomes:
-        c = completions[o.sample.trace_id]
-        spans = judge_spans(o.evaluator, o.judgement, c.trace_id, c.root_span_id)
-        for s in spans:
-            out.append((f"{topic_prefix}spans", c.trace_id, s, traceparent(c.trace_id, s.span_id)))
-        ev = events_pb2.ScoreEvent(trace_id=c.trace_id, score=score_pb(o.evaluator, o.judgement),
-                                   span_id=spans[0].span_id if spans else "", model=c.model,
-                                   prompt_template=c.prompt_template, prompt_version=c.prompt_version,
-                                   tier=o.evaluator.tier)
-        out.append((f"{topic_prefix}scores", c.trace_id, ev, traceparent(c.trace_id, ev.span_id or new_span_id())))
+        j = o.judgement
+        span.attributes[f"judge.score.{o.evaluator.name}"] = f"{j.value:.4f}" if j.ok else "error"
+    failed = [o for o in outcomes if not o.judgement.ok]
+    span.status = common_pb2.SPAN_STATUS_ERROR if failed else common_pb2.SPAN_STATUS_OK
+    span.status_message = "; ".join(f"{o.evaluator.name}: {o.judgement.error}" for o in failed)[:2000]
+    return span
+
+
+def events_for(outcomes: Sequence[Outcome], completions: dict[str, events_pb2.CompletionEvent],
+               topic_prefix: str, *, label: str, start_ns: int, end_ns: int) -> list[OutgoingEvent]:
+    """The scores of ``outcomes`` and the spans they name. Every score names a span that is
+    published with it: its own judge span (with one child per judge-model call) when the evaluator
+    called a judge model, else the run span of its trace (:func:`run_span`). Its traceparent header
+    names the same span."""
+    by_trace: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_trace.setdefault(o.sample.trace_id, []).append(o)
+    out: list[OutgoingEvent] = []
+    for tid, group in by_trace.items():
+        c = completions[tid]
+        scores: list[tuple[Outcome, str]] = []
+        without_calls = [o for o in group if not o.judgement.calls]
+        shared = (run_span(without_calls, c.trace_id, c.root_span_id, label, start_ns, end_ns)
+                  if without_calls else None)
+        if shared is not None:
+            out.append((f"{topic_prefix}spans", c.trace_id, shared, traceparent(c.trace_id, shared.span_id)))
+        for o in group:
+            spans = judge_spans(o.evaluator, o.judgement, c.trace_id, c.root_span_id)
+            for sp in spans:
+                out.append((f"{topic_prefix}spans", c.trace_id, sp, traceparent(c.trace_id, sp.span_id)))
+            scores.append((o, spans[0].span_id if spans else shared.span_id))
+        for o, span_id in scores:
+            ev = events_pb2.ScoreEvent(trace_id=c.trace_id, score=score_pb(o.evaluator, o.judgement),
+                                       span_id=span_id, model=c.model, prompt_template=c.prompt_template,
+                                       prompt_version=c.prompt_version, tier=o.evaluator.tier)
+            out.append((f"{topic_prefix}scores", c.trace_id, ev, traceparent(c.trace_id, span_id)))
     return out
 
 
@@ -187,10 +220,11 @@ class CompletionJudge:
             completions[c.trace_id] = c     # a trace repeated within a batch is judged once
         if not completions:
             return rejected
-        started = time.perf_counter()
+        started, start_ns = time.perf_counter(), time.time_ns()
         outcomes = await self.judge([sample_of(c) for c in completions.values()])
         if outcomes:
-            await self.sender.send_many(events_for(outcomes, completions, self.topic_prefix))
+            await self.sender.send_many(events_for(outcomes, completions, self.topic_prefix, label=self.label,
+                                                   start_ns=start_ns, end_ns=time.time_ns()))
         observe(outcomes)
         metrics.JUDGE_LATENCY.labels(self.label).observe(time.perf_counter() - started)
         now = time.time()
