@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 WHEELHOUSE ?= $(HOME)/.cache/llmops/wheels/$(shell echo '$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-10)
 STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml .ci/apt-packages 2>/dev/null; echo '$(LLAMA_CMAKE_ARGS)') | sha1sum | cut -c1-12)
 
-.PHONY: install proto run up test test-unit test-integration test-e2e bench clean
+.PHONY: install peers proto run up test test-unit test-integration test-e2e bench clean
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
@@ -45,6 +45,15 @@ install: $(STAMP)
 	.peers/otel/bin/python -m pip install -q -r tests/peers/otel.txt
 	@touch $@
 
+# phoenix: a real Arize Phoenix server (OTLP export tests, the OTLP-ingest benchmark's peer)
+.peers/phoenix/.ok: tests/peers/phoenix.txt
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@[ -x .peers/phoenix/bin/python ] || python3 -m venv .peers/phoenix
+	.peers/phoenix/bin/python -m pip install -q -r tests/peers/phoenix.txt
+	@touch $@
+
+peers: .peers/otel/.ok .peers/phoenix/.ok
+
 proto: install
 	$(PY) -m llmops.protogen
 
@@ -56,19 +65,19 @@ run: install
 up: install
 	$(VENV)/bin/llmops up
 
-test: install .peers/otel/.ok
+test: install peers
 	$(PY) -m pytest -p no:cacheprovider -ra tests
 
 test-unit: install
 	$(PY) -m pytest -p no:cacheprovider -ra tests/unit
 
-test-integration: install .peers/otel/.ok
+test-integration: install peers
 	$(PY) -m pytest -p no:cacheprovider -ra tests/integration
 
 test-e2e: install
 	$(PY) -m pytest -p no:cacheprovider -ra tests/e2e
 
-bench: install
+bench: install peers
 	$(PY) -m bench
 
 clean:

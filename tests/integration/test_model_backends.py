@@ -9,21 +9,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from llmops.common.errors import InvalidArgument, Unavailable
-from llmops.common.settings import Settings, packaged_gguf
+from llmops.common.settings import Settings
 from llmops.backends import BackendSpec, open_backend
 from llmops.backends.openai_compat import OpenAICompatBackend
 from llmops.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
 from llmops.backends.tgi import TgiBackend
 from tests.fakes.tgi_server import FakeTgiServer
-from tests.support import free_port
+from tests.support import free_port, llama_openai_server
 
 REAL_TGI = os.environ.get("LLMOPS_TGI_URL", "")
 QUESTION = "What is the capital of France? Answer in one sentence."
@@ -32,37 +28,8 @@ QUESTION = "What is the capital of France? Answer in one sentence."
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     """llama-cpp-python's OpenAI-compatible server on the packaged GGUF; its base URL (…/v1)."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("llama-server") / "stderr.log").open("w+")   # a pipe would fill up and block it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", packaged_gguf(), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-         "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=log)   # offline: it inherits llmops' switches
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 90 s")
-            time.sleep(0.3)
+    with llama_openai_server(tmp_path_factory.mktemp("llama-server")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,8 @@ def isolated_settings(data_dir: Path, bootstrap: str = "", **overrides) -> Setti
         values[f"{svc}_port"] = free_port()
         values[f"{svc}_metrics_port"] = free_port()
     values["inference_http_port"] = free_port()
+    values["otlp_grpc_port"] = free_port()
+    values["otlp_http_port"] = free_port()
     values.update(overrides)
     return Settings(**values)
 

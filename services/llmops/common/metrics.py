@@ -115,6 +115,25 @@ FEEDBACK_NEGATIVE = Counter(
     registry=REGISTRY,
 )
 SPANS_STORED = Counter("llmops_spans_stored_total", "Spans written to the trace store", registry=REGISTRY)
+OTLP_SPANS = Counter(
+    "llmops_otlp_spans_total", "OTLP spans received, by transport and outcome (accepted, rejected)",
+    ["transport", "outcome"], registry=REGISTRY,
+)
+OTLP_REQUESTS = Counter(
+    "llmops_otlp_requests_total", "OTLP export requests, by transport and status", ["transport", "status"],
+    registry=REGISTRY,
+)
+OTLP_COMPLETIONS = Counter(
+    "llmops_otlp_completions_total", "LLM calls read off OTLP spans and published as completions, by convention",
+    ["convention"], registry=REGISTRY,
+)
+OTLP_EXPORTED = Counter(
+    "llmops_otlp_exported_spans_total", "Spans (and judge scores as evaluation spans) exported over OTLP, by outcome",
+    ["outcome"], registry=REGISTRY,
+)
+OTLP_WAITING = Gauge(
+    "llmops_otlp_completions_waiting", "OTLP LLM calls waiting for the retrieval spans of their trace", registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "llmops_http_requests_total", "Requests to a service's HTTP doors, by route and status", ["service", "route", "code"],
     registry=REGISTRY,

@@ -43,6 +43,19 @@ def sql_url(raw: str) -> str:
     return f"sqlite:///{Path(raw).resolve()}"
 
 
+def key_value_pairs(raw: str, what: str) -> dict[str, str]:
+    """``key=value,key2=value2`` (OTEL_EXPORTER_OTLP_HEADERS' format: values URL-decoded)."""
+    from urllib.parse import unquote
+
+    out = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ValueError(f"{what}: {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        out[unquote(k.strip())] = unquote(v.strip())
+    return out
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore", frozen=True)
 
@@ -128,6 +141,16 @@ class Settings(BaseSettings):
 
     # --- tracing -------------------------------------------------------------------------
     trace_db: str = Field("", description="SQLAlchemy URL or SQLite path. Empty: <data_dir>/traces.db.")
+    otlp_grpc_port: int = Field(4317, ge=0, description="OTLP/gRPC port of the tracing service (`TraceService/Export`); 0: off.")
+    otlp_http_port: int = Field(4318, ge=0, description="OTLP/HTTP port of the tracing service (`POST /v1/traces`, protobuf or JSON, gzip); 0: off.")
+    otlp_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest OTLP export accepted (HTTP body after gzip, gRPC message); larger ones get 413 / RESOURCE_EXHAUSTED.")
+    otlp_context_wait_s: float = Field(5.0, ge=0.0, description="How long an OTLP LLM call waits for the retrieval spans of its trace before its completion is published (at once when the trace's root span has arrived).")
+    otlp_max_pending_traces: int = Field(20_000, ge=100, description="OTLP traces held waiting for their spans; past it the oldest is published early.")
+    otlp_export_endpoint: str = Field("", description="OTLP endpoint the platform's own spans and judge scores are exported to (a collector, Jaeger, Tempo, Phoenix, Langfuse), e.g. `http://collector:4318` (http/protobuf; `/v1/traces` is appended) or `collector:4317` (grpc). Empty: no export.")
+    otlp_export_protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="Transport of the OTLP export.")
+    otlp_export_headers: str = Field("", description="Headers of the OTLP export, `key=value,...` (URL-encoded values), e.g. `authorization=Basic%20...`.")
+    otlp_export_resource: str = Field("", description="Extra resource attributes of exported spans, `key=value,...` (e.g. `openinference.project.name=llmops` picks a Phoenix project).")
+    otlp_export_timeout_s: float = Field(10.0, gt=0.0, description="Timeout of one OTLP export call; failed exports are retried with backoff.")
 
     # --- judging -------------------------------------------------------------------------
     judge_backend: Literal["llama_cpp", "tgi", "openai", "none"] = Field(
@@ -169,6 +192,12 @@ class Settings(BaseSettings):
         from llmops.common.pricing import PriceTable
 
         PriceTable.parse(v)   # refuse a bad table at start-up, naming the entry
+        return v
+
+    @field_validator("otlp_export_headers", "otlp_export_resource")
+    @classmethod
+    def _pairs_ok(cls, v: str, info) -> str:
+        key_value_pairs(v, f"LLMOPS_{info.field_name.upper()}")
         return v
 
     @field_validator("topic_prefix")

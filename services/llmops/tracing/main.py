@@ -6,10 +6,14 @@ import asyncio
 from llmops.common.bus import DeadLetterQueue, EventBus
 from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
-from llmops.common.settings import Settings
+from llmops.common.settings import Settings, key_value_pairs
 from llmops.common.stream import batch_agent, make_app
 from llmops.tracing.api import TracingServicer
 from llmops.tracing.ingest import TraceIngestor
+from llmops.tracing.otlp.assembler import CompletionAssembler
+from llmops.tracing.otlp.doors import OtlpDoors
+from llmops.tracing.otlp.export import OtlpExportConsumer, make_exporter
+from llmops.tracing.otlp.receiver import OtlpReceiver
 from llmops.tracing.store import SqlTraceStore
 from llmops.tracing.traces import Traces
 from llmops.v1 import tracing_pb2, tracing_pb2_grpc
@@ -23,9 +27,28 @@ async def build(settings: Settings) -> ServiceParts:
     batch_agent(app, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="ingest_traces", max_batch=1000, within_s=0.05)
     servicer = TracingServicer(Traces(store, bus, settings.topic_prefix))
+    receiver = OtlpReceiver(bus, settings.topic_prefix, CompletionAssembler(
+        wait_s=settings.otlp_context_wait_s, max_traces=settings.otlp_max_pending_traces))
+    otlp = OtlpDoors(receiver, settings.host, settings.otlp_grpc_port, settings.otlp_http_port,
+                     settings.otlp_max_body_bytes)
+    apps, groups, closers = [app], {app.conf.id: ingestor.topics}, [store.close]
+    if settings.otlp_export_endpoint:   # a consumer group of its own: a slow backend never holds up the store
+        export_app = make_app(settings, "tracing-export")
+        exporter = OtlpExportConsumer(make_exporter(settings), settings.topic_prefix,
+                                      key_value_pairs(settings.otlp_export_resource, 'resource'))
+        batch_agent(export_app, exporter.topics, exporter, lambda: DeadLetterQueue(bus, export_app.conf.id),
+                    name="export_otlp", max_batch=512, within_s=0.2)
+        apps.append(export_app)
+        groups[export_app.conf.id] = exporter.topics
+        closers.append(exporter.close)
+
+    def close() -> None:
+        for c in closers:
+            c()
+
     return streaming_parts(
-        settings, bus, app,
+        settings, bus, apps,
         register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),
         service_names=[tracing_pb2.DESCRIPTOR.services_by_name["TracingService"].full_name],
-        close=store.close, companions=[LagMonitor(settings, {app.conf.id: ingestor.topics})],
+        close=close, companions=[LagMonitor(settings, groups), otlp],
     )
