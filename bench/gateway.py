@@ -1,7 +1,9 @@
 """Gateway overhead: the same chat request on the same llama.cpp model through gRPC ``Generate``
 and through the OpenAI-compatible HTTP gateway (``POST /v1/chat/completions``), calls alternating
-(and which door goes first alternating too) so that both see the same machine load. Both doors
-run the same engine: spans, CompletionEvent, tracing on.
+so that both see the same machine load. Both doors run the same engine: spans, CompletionEvent,
+tracing on. Besides the end-to-end latencies, each call's time outside the engine (the client's
+time minus the ``latency_ms`` the engine reports) isolates what the door and its client add from
+the model's own variance, which on two shared cores is far larger than a millisecond.
 
 The HTTP client is httpx (a keep-alive ``httpx.Client`` from the project's venv), in the same
 process as the synchronous gRPC stub: two plain blocking clients of similar weight, so that the
@@ -10,7 +12,7 @@ parsing on top of an httpx client (a client cost, not the gateway's), and runs i
 
 Also measured: ``ListModels`` against ``GET /v1/models``, the doors with no model in the way.
 
-Goal: the gateway within 1 ms of gRPC at p50."""
+Goal: the gateway within 1 ms of gRPC at p50 (judged on the time outside the engine)."""
 from __future__ import annotations
 
 import asyncio
@@ -68,13 +70,22 @@ def run(settings: tuple[tuple[int, int], ...] = ((1, 10), (16, 4)), door_calls: 
     for n, m in measured.items():
         g, h, paired = m["grpc"], m["http"], m["paired"]
         diff50 = percentile(h, 0.5) - percentile(g, 0.5)
+        go, ho = m["grpc_outside"], m["http_outside"]
+        outside50 = percentile(ho, 0.5) - percentile(go, 0.5)
         rows += [[f"gRPC Generate, {n} token(s)", len(g), percentile(g, 0.5), percentile(g, 0.99)],
                  [f"HTTP /v1/chat/completions, {n} token(s)", len(h), percentile(h, 0.5), percentile(h, 0.99)],
                  ["  difference (HTTP - gRPC)", "", diff50, percentile(h, 0.99) - percentile(g, 0.99)],
-                 ["  paired difference per prompt", len(paired), percentile(paired, 0.5), percentile(paired, 0.99)]]
+                 ["  paired difference per prompt", len(paired), percentile(paired, 0.5), percentile(paired, 0.99)],
+                 ["  gRPC outside the engine", len(go), percentile(go, 0.5), percentile(go, 0.99)],
+                 ["  HTTP outside the engine", len(ho), percentile(ho, 0.5), percentile(ho, 0.99)],
+                 ["  difference outside the engine", "", outside50, percentile(ho, 0.99) - percentile(go, 0.99)]]
         extra[f"max_new_tokens_{n}"] = {"p50_difference_ms": diff50, "paired_p50_difference_ms": percentile(paired, 0.5),
+                                        "outside_engine_p50_difference_ms": outside50,
                                         "mean_completion_tokens": m["mean_tokens"],
-                                        "pairs_with_different_text": m["mismatched"], "goal_met": diff50 < GOAL_MS}
+                                        "pairs_with_different_text": m["mismatched"],
+                                        # what the door adds: the end-to-end medians move by more than
+                                        # that between runs on a loaded machine, with the model's pace
+                                        "goal_met": outside50 < GOAL_MS}
     rows += [["gRPC ListModels (no model)", len(list_grpc), percentile(list_grpc, 0.5), percentile(list_grpc, 0.99)],
              ["HTTP GET /v1/models (no model)", len(list_http), percentile(list_http, 0.5), percentile(list_http, 0.99)]]
     extra["goal_met"] = all(v["goal_met"] for k, v in extra.items() if k.startswith("max_new_tokens_"))
@@ -82,8 +93,9 @@ def run(settings: tuple[tuple[int, int], ...] = ((1, 10), (16, 4)), door_calls: 
            ["path", "n", "p50 ms", "p99 ms"], rows, extra)
     for n in measured:
         e = extra[f"max_new_tokens_{n}"]
-        print(f"{n} token(s): p50 difference {e['p50_difference_ms']:+.3f} ms (paired {e['paired_p50_difference_ms']:+.3f} ms; "
-              f"goal < {GOAL_MS} ms); {e['pairs_with_different_text']} pairs generated different text")
+        print(f"{n} token(s): p50 difference {e['p50_difference_ms']:+.3f} ms (paired {e['paired_p50_difference_ms']:+.3f} ms, "
+              f"outside the engine {e['outside_engine_p50_difference_ms']:+.3f} ms; goal < {GOAL_MS} ms); "
+              f"{e['pairs_with_different_text']} pairs generated different text")
     return extra
 
 
@@ -96,9 +108,16 @@ def _interleaved(doors, max_new_tokens: int, rounds: int) -> dict:
         got = doors[door](PROMPTS[prompt], max_new_tokens)
         calls[(k // (2 * len(PROMPTS)), prompt, door)] = ((time.perf_counter() - t0) * 1000, got)
     keys = [(r, p) for (r, p, d) in calls if d == "grpc"]
+
+    def outside(key):   # the client's time minus the engine's own latency: the door and the client
+        ms, got = calls[key]
+        return ms - got[2]
+
     return {"grpc": [calls[(r, p, "grpc")][0] for r, p in keys], "http": [calls[(r, p, "http")][0] for r, p in keys],
             "paired": [calls[(r, p, "http")][0] - calls[(r, p, "grpc")][0] for r, p in keys],
-            "mismatched": sum(calls[(r, p, "http")][1] != calls[(r, p, "grpc")][1] for r, p in keys),
+            "grpc_outside": [outside((r, p, "grpc")) for r, p in keys],
+            "http_outside": [outside((r, p, "http")) for r, p in keys],
+            "mismatched": sum(calls[(r, p, "http")][1][:2] != calls[(r, p, "grpc")][1][:2] for r, p in keys),
             "mean_tokens": sum(got[1] for _, got in calls.values()) / len(calls)}
 
 
@@ -106,7 +125,7 @@ def _grpc(client: Client, model: str, prompt: str, max_new_tokens: int) -> tuple
     req = inference_pb2.GenerateRequest(messages=[inference_pb2.ChatMessage(role="user", content=prompt)], model=model)
     req.parameters.max_new_tokens = max_new_tokens
     r = client.inference.Generate(req, timeout=300)
-    return r.text, r.usage.completion_tokens
+    return r.text, r.usage.completion_tokens, r.latency_ms
 
 
 def _http(http: httpx.Client, model: str, prompt: str, max_new_tokens: int) -> tuple[str, int]:
@@ -114,7 +133,7 @@ def _http(http: httpx.Client, model: str, prompt: str, max_new_tokens: int) -> t
                                                    "messages": [{"role": "user", "content": prompt}]})
     resp.raise_for_status()
     body = resp.json()
-    return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"]
+    return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], body["llmops"]["latency_ms"]
 
 
 if __name__ == "__main__":
