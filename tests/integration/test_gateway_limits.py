@@ -180,3 +180,13 @@ def test_a_bug_is_500_with_the_trace_id_and_no_stack_trace(gateway):
         status, headers, body = run_curl(url, "BUG", stream=stream)
         assert status == 500 and '"type":"server_error"' in body
         assert headers["x-llmops-trace-id"] in body and "Traceback" not in body and "a bug in" not in body
+
+
+def test_json_nested_beyond_the_parser_is_a_400(gateway):
+    url, backend, publisher = gateway
+    deep = "[" * 30_000 + "]" * 30_000   # within the 64 KiB body limit, deeper than Python's recursion limit
+    out = subprocess.run(["curl", "-sS", "--noproxy", "*", "-w", "\n%{http_code}", "-H", "content-type: application/json",
+                          "--data-binary", "@-", f"{url}/v1/chat/completions"], input=deep, capture_output=True,
+                         text=True, timeout=60).stdout
+    body, _, status = out.rpartition("\n")
+    assert status == "400" and "could not parse the JSON body" in body

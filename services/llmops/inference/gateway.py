@@ -118,7 +118,7 @@ class OpenAIGateway:
         raw = await request.read()   # aiohttp enforces client_max_size on chunked bodies too
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:   # bad JSON or UTF-8; nesting too deep for the parser
             raise shapes.OpenAIRequestError(
                 f"We could not parse the JSON body of your request ({exc}). The body must be one JSON object.")
         if not isinstance(body, dict):
