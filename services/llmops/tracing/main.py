@@ -7,7 +7,7 @@ from llmops.common.bus import DeadLetterQueue, EventBus
 from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings, key_value_pairs
-from llmops.common.stream import batch_agent, make_app
+from llmops.common.stream import KafkaBatchWorker, batch_agent, make_app
 from llmops.tracing.api import TracingServicer
 from llmops.tracing.ingest import TraceIngestor
 from llmops.tracing.otlp.assembler import CompletionAssembler
@@ -22,16 +22,18 @@ from llmops.v1 import tracing_pb2, tracing_pb2_grpc
 async def build(settings: Settings) -> ServiceParts:
     store = await asyncio.to_thread(SqlTraceStore, settings.trace_db_url)
     bus = EventBus(settings)
-    app = make_app(settings, "tracing")
+    group = f"{settings.topic_prefix}tracing"
     ingestor = TraceIngestor(store, settings.topic_prefix)
-    batch_agent(app, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, app.conf.id),
-                name="ingest_traces", max_batch=1000, within_s=0.05)
+    # the trace store's sink is the platform's highest-volume consumer: a raw batch consumer
+    # (faust's per-event cost was its limit), committing after each stored batch
+    ingest = KafkaBatchWorker(settings, group, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, group),
+                              name="ingest_traces", max_batch=2000, within_ms=50)
     servicer = TracingServicer(Traces(store, bus, settings.topic_prefix))
     receiver = OtlpReceiver(bus, settings.topic_prefix, CompletionAssembler(
         wait_s=settings.otlp_context_wait_s, max_traces=settings.otlp_max_pending_traces))
     otlp = OtlpDoors(receiver, settings.host, settings.otlp_grpc_port, settings.otlp_http_port,
                      settings.otlp_max_body_bytes)
-    apps, groups, closers = [app], {app.conf.id: ingestor.topics}, [store.close]
+    apps, groups, closers = [], {group: ingestor.topics}, [store.close]
     if settings.otlp_export_endpoint:   # a consumer group of its own: a slow backend never holds up the store
         export_app = make_app(settings, "tracing-export")
         exporter = OtlpExportConsumer(make_exporter(settings), settings.topic_prefix,
@@ -50,5 +52,5 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, apps,
         register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),
         service_names=[tracing_pb2.DESCRIPTOR.services_by_name["TracingService"].full_name],
-        close=close, companions=[LagMonitor(settings, groups), otlp],
+        close=close, companions=[ingest, LagMonitor(settings, groups), otlp],
     )

@@ -16,6 +16,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry.proto.trace.v1 import trace_pb2 as otlp_trace
 
 from llmops.v1 import common_pb2, events_pb2
@@ -163,39 +164,39 @@ def map_span(span: otlp_trace.Span, resource: Resource, scope_name: str, scope_v
     end_ns = max(span.end_time_unix_nano, start_ns)
 
     own = flatten(span.attributes, Flattened())
+    stored = {**resource.attributes, **own.values}
+    dropped, truncated = own.dropped + span.dropped_attributes_count, own.truncated
     events: list[tuple[str, dict[str, str]]] = []
-    for e in span.events[:MAX_EVENTS]:
-        events.append((e.name, flat_dict(e.attributes)))
-
-    stored = Flattened({**resource.attributes, **own.values}, own.dropped + span.dropped_attributes_count, own.truncated)
+    if span.events:
+        for e in span.events[:MAX_EVENTS]:
+            events.append((e.name, flat_dict(e.attributes)))
+        stored["otel.events"] = json.dumps(
+            [{"name": n, "time_unix_nano": e.time_unix_nano, "attributes": a}
+             for (n, a), e in zip(events, span.events)], ensure_ascii=False, separators=(",", ":"))[:MAX_VALUE_CHARS]
+    if len(span.events) > MAX_EVENTS or span.dropped_events_count:
+        stored["otel.dropped_events_count"] = str(len(span.events) - len(events) + span.dropped_events_count)
+    if span.links:
+        stored["otel.links"] = json.dumps([{"trace_id": lk.trace_id.hex(), "span_id": lk.span_id.hex()}
+                                           for lk in span.links], separators=(",", ":"))[:MAX_VALUE_CHARS]
     kind = _KINDS.get(span.kind, "")
     if kind:
-        stored.put("otel.span_kind", kind)
+        stored["otel.span_kind"] = kind
     if scope_name:
-        stored.put("otel.scope.name", scope_name)
+        stored["otel.scope.name"] = scope_name
     if scope_version:
-        stored.put("otel.scope.version", scope_version)
-    if events:
-        stored.put("otel.events", json.dumps(
-            [{"name": n, "time_unix_nano": e.time_unix_nano, "attributes": a}
-             for (n, a), e in zip(events, span.events)], ensure_ascii=False, separators=(",", ":")))
-    if len(span.events) > MAX_EVENTS or span.dropped_events_count:
-        stored.put("otel.dropped_events_count", str(len(span.events) - len(events) + span.dropped_events_count))
-    if span.links:
-        stored.put("otel.links", json.dumps([{"trace_id": lk.trace_id.hex(), "span_id": lk.span_id.hex()}
-                                             for lk in span.links], separators=(",", ":")))
-    if stored.dropped:
-        stored.values["otel.dropped_attributes_count"] = str(stored.dropped)
-    if stored.truncated:
-        stored.values["otel.truncated_values"] = str(stored.truncated)
+        stored["otel.scope.version"] = scope_version
+    if dropped:
+        stored["otel.dropped_attributes_count"] = str(dropped)
+    if truncated:
+        stored["otel.truncated_values"] = str(truncated)
 
     ev = events_pb2.SpanEvent(
         trace_id=tid.hex(), span_id=sid.hex(), parent_span_id=pid.hex() if pid else "",
         name=span.name[:MAX_NAME_CHARS], service=resource.service,
         status=_STATUS.get(span.status.code, common_pb2.SPAN_STATUS_UNSET),
         status_message=span.status.message[:2000],
+        start_time=Timestamp(seconds=start_ns // 1_000_000_000, nanos=start_ns % 1_000_000_000),
+        end_time=Timestamp(seconds=end_ns // 1_000_000_000, nanos=end_ns % 1_000_000_000),
+        attributes=stored,
     )
-    ev.start_time.FromNanoseconds(start_ns)
-    ev.end_time.FromNanoseconds(end_ns)
-    ev.attributes.update(stored.values)
     return MappedSpan(ev, own.values, events, start_ns, end_ns, resource)
