@@ -395,3 +395,62 @@ def test_a_score_is_an_evaluation_event_with_a_stable_span_id():
     assert event.name == "gen_ai.evaluation.result" and event.timestamp == T0
     assert dict(event.attributes) == {"gen_ai.evaluation.name": "faithfulness", "gen_ai.evaluation.score.value": 0.75,
                                       "gen_ai.evaluation.explanation": "2 of 3 claims supported"}
+
+
+# -- the receiver's use case: delivery, retries, a bounded number of exports at once ----------------
+class MemoryPublisher:
+    """The EventPublisher port in memory: records what it is given, or fails while told to."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+        self.failing = False
+        self.gate = None
+
+    def publish(self, topic, key, message, traceparent=""):
+        raise AssertionError("the receiver must await delivery (send_many), never fire and forget")
+
+    async def send_many(self, messages):
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            raise ConnectionError("broker away")
+        self.sent.extend(messages)
+
+
+async def test_kafka_failure_is_retryable_and_loses_no_completion():
+    from llmops.common.errors import Unavailable
+    from llmops.tracing.otlp.receiver import OtlpReceiver
+
+    pub = MemoryPublisher()
+    rx = OtlpReceiver(pub, "p.", CompletionAssembler(wait_s=5.0, clock=Clock()))
+    pub.failing = True
+    with pytest.raises(Unavailable, match="retry"):
+        await rx.export(request(span(0x9, "chat", attrs=GENAI)), "http")
+    assert pub.sent == []
+    # the exporter retries the spans; the completion the assembler let go goes out with the next flush
+    pub.failing = False
+    result = await rx.export(request(span(0x9, "chat", attrs=GENAI)), "http")
+    assert result.accepted == 1 and [t for t, *_ in pub.sent] == ["p.spans"]
+    assert await rx.flush([])
+    topics = [t for t, *_ in pub.sent]
+    assert topics == ["p.spans", "p.completions"]
+    (_, key, completion, tp) = pub.sent[-1]
+    assert key == TRACE.hex() and completion.answer == "A log." and tp.endswith(f"{0x9:016x}-01")
+
+
+async def test_exports_beyond_the_limit_are_refused_as_retryable():
+    import asyncio
+
+    from llmops.common.errors import ResourceExhausted
+    from llmops.tracing.otlp.receiver import OtlpReceiver
+
+    pub = MemoryPublisher()
+    pub.gate = asyncio.Event()
+    rx = OtlpReceiver(pub, "p.", CompletionAssembler(clock=Clock()), max_in_flight=1)
+    first = asyncio.create_task(rx.export(request(span(0x1, "a")), "grpc"))
+    while rx.in_flight == 0:
+        await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted, match="LLMOPS_OTLP_MAX_CONCURRENT_EXPORTS"):
+        await rx.export(request(span(0x2, "b")), "grpc")
+    pub.gate.set()
+    assert (await first).accepted == 1 and rx.in_flight == 0

@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     otlp_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest OTLP export accepted (HTTP body after gzip, gRPC message); larger ones get 413 / RESOURCE_EXHAUSTED.")
     otlp_context_wait_s: float = Field(5.0, ge=0.0, description="How long an OTLP LLM call waits for the retrieval spans of its trace before its completion is published (at once when the trace's root span has arrived).")
     otlp_max_pending_traces: int = Field(20_000, ge=100, description="OTLP traces held waiting for their spans; past it the oldest is published early.")
+    otlp_max_concurrent_exports: int = Field(16, ge=1, description="OTLP exports the tracing service handles at once; more get 429 / UNAVAILABLE (retryable) so a flood waits at the exporter.")
     otlp_export_endpoint: str = Field("", description="OTLP endpoint the platform's own spans and judge scores are exported to (a collector, Jaeger, Tempo, Phoenix, Langfuse), e.g. `http://collector:4318` (http/protobuf; `/v1/traces` is appended) or `collector:4317` (grpc). Empty: no export.")
     otlp_export_protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="Transport of the OTLP export.")
     otlp_export_headers: str = Field("", description="Headers of the OTLP export, `key=value,...` (URL-encoded values), e.g. `authorization=Basic%20...`.")

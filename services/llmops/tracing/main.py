@@ -30,7 +30,8 @@ async def build(settings: Settings) -> ServiceParts:
                               name="ingest_traces", max_batch=2000, within_ms=50)
     servicer = TracingServicer(Traces(store, bus, settings.topic_prefix))
     receiver = OtlpReceiver(bus, settings.topic_prefix, CompletionAssembler(
-        wait_s=settings.otlp_context_wait_s, max_traces=settings.otlp_max_pending_traces))
+        wait_s=settings.otlp_context_wait_s, max_traces=settings.otlp_max_pending_traces),
+        max_in_flight=settings.otlp_max_concurrent_exports)
     otlp = OtlpDoors(receiver, settings.host, settings.otlp_grpc_port, settings.otlp_http_port,
                      settings.otlp_max_body_bytes)
     apps, groups, closers = [], {group: ingestor.topics}, [store.close]

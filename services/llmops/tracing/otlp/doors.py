@@ -8,7 +8,8 @@
   unknown fields ignored), ``Content-Encoding`` gzip, deflate or none. The reply has the request's content
   type. 400 (malformed body, with a ``google.rpc.Status`` saying what is wrong), 413 (body over
   LLMOPS_OTLP_MAX_BODY_BYTES, compressed or not), 415 (other content types or encodings),
-  503 with ``Retry-After`` (Kafka not taking the spans; retryable).
+  429 with ``Retry-After`` (more than LLMOPS_OTLP_MAX_CONCURRENT_EXPORTS exports at once) and 503
+  with ``Retry-After`` (Kafka not taking the spans); both retryable (gRPC: UNAVAILABLE).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from llmops.common.errors import InvalidArgument, Unavailable
+from llmops.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from llmops.common.http import HttpDoor
 from llmops.tracing.otlp.receiver import OtlpReceiver
 
@@ -42,7 +43,7 @@ class OtlpTraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(self, request, context):
         try:
             result = await self.receiver.export(request, "grpc")
-        except Unavailable as exc:
+        except (Unavailable, ResourceExhausted) as exc:   # both retryable for OTLP exporters
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception:
             log.exception("OTLP/gRPC export failed")
@@ -193,6 +194,8 @@ def otlp_http_app(receiver: OtlpReceiver, max_body_bytes: int) -> web.Applicatio
             result = await receiver.export(req, "http")
         except Unavailable as exc:
             return _reply(_status(code_pb2.UNAVAILABLE, str(exc)), reply_type, 503, {"Retry-After": "1"})
+        except ResourceExhausted as exc:
+            return _reply(_status(code_pb2.RESOURCE_EXHAUSTED, str(exc)), reply_type, 429, {"Retry-After": "1"})
         except InvalidArgument as exc:
             return _reply(_status(code_pb2.INVALID_ARGUMENT, str(exc)), reply_type, 400)
         except Exception:

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from llmops.common import metrics
 from llmops.common.bus import EventPublisher, OutgoingEvent
 from llmops.common.envelope import traceparent
-from llmops.common.errors import Unavailable
+from llmops.common.errors import ResourceExhausted, Unavailable
 from llmops.tracing.otlp.assembler import CompletionAssembler
 from llmops.tracing.otlp.spans import MappedSpan, RejectedSpan, map_span, resource_of
 from llmops.v1 import events_pb2
@@ -63,8 +63,10 @@ def map_request(request: trace_service_pb2.ExportTraceServiceRequest) -> tuple[l
 
 class OtlpReceiver:
     def __init__(self, publisher: EventPublisher, topic_prefix: str, assembler: CompletionAssembler,
-                 sweep_s: float = 0.25) -> None:
+                 sweep_s: float = 0.25, max_in_flight: int = 16) -> None:
         self.publisher = publisher
+        self.max_in_flight = max_in_flight   # exports handled at once; more get a retryable "busy"
+        self.in_flight = 0
         self.assembler = assembler
         self.spans_topic = f"{topic_prefix}spans"
         self.completions_topic = f"{topic_prefix}completions"
@@ -73,6 +75,16 @@ class OtlpReceiver:
         self._sweeper: asyncio.Task | None = None
 
     async def export(self, request: trace_service_pb2.ExportTraceServiceRequest, transport: str) -> ExportResult:
+        if self.in_flight >= self.max_in_flight:     # a flood waits at the exporter, not in this process
+            metrics.OTLP_REQUESTS.labels(transport, "busy").inc()
+            raise ResourceExhausted(f"{self.in_flight} exports are being handled (LLMOPS_OTLP_MAX_CONCURRENT_EXPORTS); retry")
+        self.in_flight += 1
+        try:
+            return await self._export(request, transport)
+        finally:
+            self.in_flight -= 1
+
+    async def _export(self, request: trace_service_pb2.ExportTraceServiceRequest, transport: str) -> ExportResult:
         mapped, rejected, reasons = map_request(request)
         ready = self.assembler.add(mapped)
         out: list[OutgoingEvent] = [
