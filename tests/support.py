@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 import threading
 import time
@@ -14,7 +13,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.peers import phoenix_server  # noqa: F401 - the tests' too
+from bench.peers import http_server_process, phoenix_server  # noqa: F401 - the tests' too
 from llmops.cli.stack import free_port, isolated_settings  # noqa: F401 - free_port is the tests' too
 from llmops.common.settings import Settings
 
@@ -85,6 +84,20 @@ def wait_until(fn, timeout_s: float = 20.0, interval_s: float = 0.2, what: str =
             last = exc
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def interrupt(proc, timeout_s: float = 60.0) -> int:
+    """Stop ``llmops up`` (or any process) as Ctrl-C does; its exit code. Killed, and the timeout
+    raised, when it has not stopped within ``timeout_s``."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
 
 
 def health(target: str) -> str:
@@ -163,40 +176,14 @@ def running_services(settings: Settings, builds):
 @contextlib.contextmanager
 def llama_openai_server(log_dir: Path, alias: str = "smollm2", timeout_s: float = 90.0):
     """llama-cpp-python's real OpenAI-compatible server (``python -m llama_cpp.server``) on the
-    packaged GGUF, for the test's lifetime: its base URL (…/v1)."""
-    import httpx
-
+    packaged GGUF, for the test's lifetime: its base URL (…/v1). Offline: it inherits llmops' switches."""
     from llmops.common.settings import packaged_gguf
 
     port = free_port()
-    log = (log_dir / "llama-server.log").open("w+")   # a pipe would fill up and block it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", packaged_gguf(), "--model_alias", alias,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-         "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=log)   # offline: it inherits llmops' switches
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {log.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"llama_cpp.server did not answer /v1/models within {timeout_s:.0f} s")
-            time.sleep(0.3)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", packaged_gguf(), "--model_alias", alias,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
+           "--interrupt_requests", "False"]
+    with http_server_process("llama_cpp.server", cmd, f"{url}/models", log_dir / "llama-server.log",
+                             timeout_s=timeout_s, stop_timeout_s=10.0):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-

@@ -3,7 +3,6 @@ starts it: its calls are traced, scored online by the cheap tier and counted by 
 monitor, like Generate's."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ import pytest
 from llmops.cli.client import Client
 from llmops.common.settings import Settings
 from llmops.v1 import drift_pb2, retrieval_pb2
-from tests.support import free_port, make_settings, wait_until
+from tests.support import free_port, interrupt, make_settings, wait_until
 
 LLMOPS = [sys.executable, "-m", "llmops.cli"]
 PEER_PYTHON = Path(__file__).resolve().parents[2] / ".peers" / "otel" / "bin" / "python"
@@ -76,10 +75,5 @@ def test_openai_sdk_traffic_is_traced_judged_and_counted_by_drift(tmp_path):
         wait_until(lambda: window_count() >= before + 2, timeout_s=60,
                    what="both completions counted in the drift monitor's open window")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        rc = interrupt(proc)
     assert rc == 0, Path(log.name).read_text()[-3000:]

@@ -13,7 +13,7 @@ import pytest
 from llmops.cli.client import Client
 from llmops.common.settings import Settings
 from llmops.v1 import inference_pb2, retrieval_pb2, tracing_pb2
-from tests.support import consume_until, free_port, health, make_settings, produce, wait_until
+from tests.support import consume_until, free_port, health, interrupt, make_settings, produce, wait_until
 
 LLMOPS = [sys.executable, "-m", "llmops.cli"]
 
@@ -180,12 +180,7 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         evs = subprocess.run([*LLMOPS, "drift", "events"], env=cli_env, capture_output=True, text=True, timeout=60)
         assert evs.returncode == 0 and "no retrain events" in evs.stdout
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        rc = interrupt(proc)
     text = Path(log.name).read_text()
     assert rc == 0, text[-3000:]
     assert text.rstrip().endswith("stopped")

@@ -36,9 +36,8 @@ class HttpDoor:
             await runner.cleanup()
             raise RuntimeError(f"{self.name}: cannot bind {self.host}:{self.port} ({exc.strerror or exc})") from None
         self._runner = runner
-        sockets = [s for s in (site._server.sockets if site._server else ())]  # the bound port when 0 was asked
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        if runner.addresses:            # the bound port, when 0 was asked
+            self.port = runner.addresses[0][1]
         log.info("%s listening on http://%s:%d", self.name, self.host, self.port)
 
     async def stop(self) -> None:

@@ -19,7 +19,7 @@ Pure apart from the clock: the receiver feeds it and publishes what it returns.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -62,15 +62,12 @@ class CompletionAssembler:
         self.clock = clock
         self._traces: OrderedDict[str, _Trace] = OrderedDict()   # oldest first
         self._emitted: OrderedDict[str, None] = OrderedDict()
+        self._deadlines: deque[tuple[float, str]] = deque()     # (LLM call arrived, trace): oldest first
+        self.waiting = 0          # held traces with an LLM call, waiting for their contexts
         self.evicted_early = 0
 
     def __len__(self) -> int:
         return len(self._traces)
-
-    @property
-    def waiting(self) -> int:
-        """Traces holding an LLM call that waits for its contexts."""
-        return sum(1 for t in self._traces.values() if t.llm is not None)
 
     def add(self, spans: list[MappedSpan]) -> list[events_pb2.CompletionEvent]:
         """Take one export's spans; return the completions that are complete now."""
@@ -96,6 +93,8 @@ class CompletionAssembler:
             if call is not None and (t.llm is None or s.end_ns >= t.llm.end_ns):
                 if t.llm is None:
                     t.llm_at = now
+                    self._deadlines.append((now, tid))
+                    self.waiting += 1
                 t.llm, t.call = s, call
         ready = []
         for tid in roots:
@@ -109,11 +108,16 @@ class CompletionAssembler:
         """Completions whose wait is over; forgets retrievals kept longer than ``keep_s``."""
         now = self.clock()
         out = []
-        for tid, t in list(self._traces.items()):
-            if t.llm is not None and now - t.llm_at >= self.wait_s:
+        while self._deadlines and now - self._deadlines[0][0] >= self.wait_s:
+            at, tid = self._deadlines.popleft()
+            t = self._traces.get(tid)
+            if t is not None and t.llm_at == at:          # else emitted already (its root came)
                 del self._traces[tid]
                 out.append(self._emit(tid, t))
-            elif t.llm is None and now - t.seen_at >= self.keep_s:
+        for tid, t in list(self._traces.items()):         # oldest first: stop at the first one kept
+            if now - t.seen_at < self.keep_s:
+                break
+            if t.llm is None:
                 del self._traces[tid]
         return out
 
@@ -121,6 +125,7 @@ class CompletionAssembler:
         """Every held completion now (on shutdown)."""
         out = [self._emit(tid, t) for tid, t in self._traces.items() if t.llm is not None]
         self._traces.clear()
+        self._deadlines.clear()
         return out
 
     def _evict(self) -> list[events_pb2.CompletionEvent]:
@@ -134,6 +139,7 @@ class CompletionAssembler:
 
     def _emit(self, tid: str, t: _Trace) -> events_pb2.CompletionEvent:
         assert t.llm is not None and t.call is not None
+        self.waiting -= 1
         self._emitted[tid] = None
         while len(self._emitted) > self.remember:
             self._emitted.popitem(last=False)

@@ -74,15 +74,6 @@ class Flattened:
     dropped: int = 0
     truncated: int = 0
 
-    def put(self, key: str, value: str) -> None:
-        if len(self.values) >= MAX_ATTRIBUTES and key not in self.values:
-            self.dropped += 1
-            return
-        if len(value) > MAX_VALUE_CHARS:
-            value = value[:MAX_VALUE_CHARS]
-            self.truncated += 1
-        self.values[key] = value
-
 
 def flatten(key_values, out: Flattened, prefix: str = "") -> Flattened:
     values = out.values
