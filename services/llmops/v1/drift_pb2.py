@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from llmops.v1 import events_pb2 as llmops_dot_v1_dot_events__pb2
+from llmops.v1 import inference_pb2 as llmops_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llmops/v1/drift.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmops/v1/events.proto\"\xbb\x04\n\rMonitorStatus\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x14\n\x0creference_id\x18\x02 \x01(\t\x12\x16\n\x0ereference_size\x18\x03 \x01(\x05\x12\x33\n\x0erecent_windows\x18\x04 \x03(\x0b\x32\x1b.llmops.v1.DriftReportEvent\x12\x1b\n\x13\x63onsecutive_drifted\x18\x05 \x01(\x05\x12\x33\n\x0flast_retrain_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05scope\x18\x07 \x01(\t\x12\x13\n\x0bwindow_size\x18\x08 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\t \x01(\x01\x12\x0e\n\x06method\x18\n \x01(\t\x12\x1c\n\x14\x63urrent_window_count\x18\x0b \x01(\x05\x12\x38\n\x14reference_created_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10reference_source\x18\r \x01(\t\x12\x16\n\x0eretrain_events\x18\x0e \x01(\x05\x12=\n\x0bquality_min\x18\x0f \x03(\x0b\x32(.llmops.v1.MonitorStatus.QualityMinEntry\x12\x1c\n\x14\x63onsecutive_required\x18\x10 \x01(\x05\x1a\x31\n\x0fQualityMinEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"#\n\x10GetStatusRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\"?\n\x11GetStatusResponse\x12*\n\x08monitors\x18\x01 \x03(\x0b\x32\x18.llmops.v1.MonitorStatus\"\x95\x01\n\x13SetReferenceRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x66irst_n\x18\x04 \x01(\x05\":\n\x14SetReferenceResponse\x12\x14\n\x0creference_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\"R\n\x18ListRetrainEventsRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x19ListRetrainEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.llmops.v1.RetrainEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x87\x02\n\x0c\x44riftService\x12\x46\n\tGetStatus\x12\x1b.llmops.v1.GetStatusRequest\x1a\x1c.llmops.v1.GetStatusResponse\x12O\n\x0cSetReference\x12\x1e.llmops.v1.SetReferenceRequest\x1a\x1f.llmops.v1.SetReferenceResponse\x12^\n\x11ListRetrainEvents\x12#.llmops.v1.ListRetrainEventsRequest\x1a$.llmops.v1.ListRetrainEventsResponseBQ\n\rdev.llmops.v1B\nDriftProtoP\x01Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llmops/v1/drift.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmops/v1/events.proto\x1a\x19llmops/v1/inference.proto\"\xbb\x04\n\rMonitorStatus\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x14\n\x0creference_id\x18\x02 \x01(\t\x12\x16\n\x0ereference_size\x18\x03 \x01(\x05\x12\x33\n\x0erecent_windows\x18\x04 \x03(\x0b\x32\x1b.llmops.v1.DriftReportEvent\x12\x1b\n\x13\x63onsecutive_drifted\x18\x05 \x01(\x05\x12\x33\n\x0flast_retrain_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05scope\x18\x07 \x01(\t\x12\x13\n\x0bwindow_size\x18\x08 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\t \x01(\x01\x12\x0e\n\x06method\x18\n \x01(\t\x12\x1c\n\x14\x63urrent_window_count\x18\x0b \x01(\x05\x12\x38\n\x14reference_created_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10reference_source\x18\r \x01(\t\x12\x16\n\x0eretrain_events\x18\x0e \x01(\x05\x12=\n\x0bquality_min\x18\x0f \x03(\x0b\x32(.llmops.v1.MonitorStatus.QualityMinEntry\x12\x1c\n\x14\x63onsecutive_required\x18\x10 \x01(\x05\x1a\x31\n\x0fQualityMinEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"#\n\x10GetStatusRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\"?\n\x11GetStatusResponse\x12*\n\x08monitors\x18\x01 \x03(\x0b\x32\x18.llmops.v1.MonitorStatus\"\x95\x01\n\x13SetReferenceRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x66irst_n\x18\x04 \x01(\x05\":\n\x14SetReferenceResponse\x12\x14\n\x0creference_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\"R\n\x18ListRetrainEventsRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x19ListRetrainEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.llmops.v1.RetrainEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa1\x02\n\rRolloutStatus\x12\r\n\x05route\x18\x01 \x01(\t\x12\x16\n\x0eroute_revision\x18\x02 \x01(\x05\x12(\n\x06\x63\x61nary\x18\x03 \x01(\x0b\x32\x18.llmops.v1.DeploymentRef\x12)\n\x07primary\x18\x04 \x01(\x0b\x32\x18.llmops.v1.DeploymentRef\x12(\n\x06policy\x18\x05 \x01(\x0b\x32\x18.llmops.v1.RolloutPolicy\x12,\n\x08\x65vidence\x18\x06 \x01(\x0b\x32\x1a.llmops.v1.RolloutEvidence\x12\r\n\x05state\x18\x07 \x01(\t\x12-\n\tdecisions\x18\x08 \x03(\x0b\x32\x1a.llmops.v1.DeploymentEvent\"\"\n\x11GetRolloutRequest\x12\r\n\x05route\x18\x01 \x01(\t\"@\n\x12GetRolloutResponse\x12*\n\x08rollouts\x18\x01 \x03(\x0b\x32\x18.llmops.v1.RolloutStatus2\xd2\x02\n\x0c\x44riftService\x12\x46\n\tGetStatus\x12\x1b.llmops.v1.GetStatusRequest\x1a\x1c.llmops.v1.GetStatusResponse\x12O\n\x0cSetReference\x12\x1e.llmops.v1.SetReferenceRequest\x1a\x1f.llmops.v1.SetReferenceResponse\x12^\n\x11ListRetrainEvents\x12#.llmops.v1.ListRetrainEventsRequest\x1a$.llmops.v1.ListRetrainEventsResponse\x12I\n\nGetRollout\x12\x1c.llmops.v1.GetRolloutRequest\x1a\x1d.llmops.v1.GetRolloutResponseBQ\n\rdev.llmops.v1B\nDriftProtoP\x01Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +37,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.llmops.v1B\nDriftProtoP\001Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1'
   _globals['_MONITORSTATUS_QUALITYMINENTRY']._loaded_options = None
   _globals['_MONITORSTATUS_QUALITYMINENTRY']._serialized_options = b'8\001'
-  _globals['_MONITORSTATUS']._serialized_start=94
-  _globals['_MONITORSTATUS']._serialized_end=665
-  _globals['_MONITORSTATUS_QUALITYMINENTRY']._serialized_start=616
-  _globals['_MONITORSTATUS_QUALITYMINENTRY']._serialized_end=665
-  _globals['_GETSTATUSREQUEST']._serialized_start=667
-  _globals['_GETSTATUSREQUEST']._serialized_end=702
-  _globals['_GETSTATUSRESPONSE']._serialized_start=704
-  _globals['_GETSTATUSRESPONSE']._serialized_end=767
-  _globals['_SETREFERENCEREQUEST']._serialized_start=770
-  _globals['_SETREFERENCEREQUEST']._serialized_end=919
-  _globals['_SETREFERENCERESPONSE']._serialized_start=921
-  _globals['_SETREFERENCERESPONSE']._serialized_end=979
-  _globals['_LISTRETRAINEVENTSREQUEST']._serialized_start=981
-  _globals['_LISTRETRAINEVENTSREQUEST']._serialized_end=1063
-  _globals['_LISTRETRAINEVENTSRESPONSE']._serialized_start=1065
-  _globals['_LISTRETRAINEVENTSRESPONSE']._serialized_end=1158
-  _globals['_DRIFTSERVICE']._serialized_start=1161
-  _globals['_DRIFTSERVICE']._serialized_end=1424
+  _globals['_MONITORSTATUS']._serialized_start=121
+  _globals['_MONITORSTATUS']._serialized_end=692
+  _globals['_MONITORSTATUS_QUALITYMINENTRY']._serialized_start=643
+  _globals['_MONITORSTATUS_QUALITYMINENTRY']._serialized_end=692
+  _globals['_GETSTATUSREQUEST']._serialized_start=694
+  _globals['_GETSTATUSREQUEST']._serialized_end=729
+  _globals['_GETSTATUSRESPONSE']._serialized_start=731
+  _globals['_GETSTATUSRESPONSE']._serialized_end=794
+  _globals['_SETREFERENCEREQUEST']._serialized_start=797
+  _globals['_SETREFERENCEREQUEST']._serialized_end=946
+  _globals['_SETREFERENCERESPONSE']._serialized_start=948
+  _globals['_SETREFERENCERESPONSE']._serialized_end=1006
+  _globals['_LISTRETRAINEVENTSREQUEST']._serialized_start=1008
+  _globals['_LISTRETRAINEVENTSREQUEST']._serialized_end=1090
+  _globals['_LISTRETRAINEVENTSRESPONSE']._serialized_start=1092
+  _globals['_LISTRETRAINEVENTSRESPONSE']._serialized_end=1185
+  _globals['_ROLLOUTSTATUS']._serialized_start=1188
+  _globals['_ROLLOUTSTATUS']._serialized_end=1477
+  _globals['_GETROLLOUTREQUEST']._serialized_start=1479
+  _globals['_GETROLLOUTREQUEST']._serialized_end=1513
+  _globals['_GETROLLOUTRESPONSE']._serialized_start=1515
+  _globals['_GETROLLOUTRESPONSE']._serialized_end=1579
+  _globals['_DRIFTSERVICE']._serialized_start=1582
+  _globals['_DRIFTSERVICE']._serialized_end=1920
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from llmops.v1 import events_pb2 as _events_pb2
+from llmops.v1 import inference_pb2 as _inference_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -102,3 +103,35 @@ class ListRetrainEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[_events_pb2.RetrainEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.RetrainEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("route", "route_revision", "canary", "primary", "policy", "evidence", "state", "decisions")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    route_revision: int
+    canary: _inference_pb2.DeploymentRef
+    primary: _inference_pb2.DeploymentRef
+    policy: _inference_pb2.RolloutPolicy
+    evidence: _events_pb2.RolloutEvidence
+    state: str
+    decisions: _containers.RepeatedCompositeFieldContainer[_events_pb2.DeploymentEvent]
+    def __init__(self, route: _Optional[str] = ..., route_revision: _Optional[int] = ..., canary: _Optional[_Union[_inference_pb2.DeploymentRef, _Mapping]] = ..., primary: _Optional[_Union[_inference_pb2.DeploymentRef, _Mapping]] = ..., policy: _Optional[_Union[_inference_pb2.RolloutPolicy, _Mapping]] = ..., evidence: _Optional[_Union[_events_pb2.RolloutEvidence, _Mapping]] = ..., state: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[_events_pb2.DeploymentEvent, _Mapping]]] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    def __init__(self, route: _Optional[str] = ...) -> None: ...
+
+class GetRolloutResponse(_message.Message):
+    __slots__ = ("rollouts",)
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutStatus]
+    def __init__(self, rollouts: _Optional[_Iterable[_Union[RolloutStatus, _Mapping]]] = ...) -> None: ...

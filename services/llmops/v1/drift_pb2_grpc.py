@@ -49,6 +49,11 @@ class DriftServiceStub(object):
                 request_serializer=llmops_dot_v1_dot_drift__pb2.ListRetrainEventsRequest.SerializeToString,
                 response_deserializer=llmops_dot_v1_dot_drift__pb2.ListRetrainEventsResponse.FromString,
                 _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/llmops.v1.DriftService/GetRollout',
+                request_serializer=llmops_dot_v1_dot_drift__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_drift__pb2.GetRolloutResponse.FromString,
+                _registered_method=True)
 
 
 class DriftServiceServicer(object):
@@ -72,6 +77,13 @@ class DriftServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRollout(self, request, context):
+        """canaries the rollout monitor is judging
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DriftServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +101,11 @@ def add_DriftServiceServicer_to_server(servicer, server):
                     servicer.ListRetrainEvents,
                     request_deserializer=llmops_dot_v1_dot_drift__pb2.ListRetrainEventsRequest.FromString,
                     response_serializer=llmops_dot_v1_dot_drift__pb2.ListRetrainEventsResponse.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=llmops_dot_v1_dot_drift__pb2.GetRolloutRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_drift__pb2.GetRolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +189,33 @@ class DriftService(object):
             '/llmops.v1.DriftService/ListRetrainEvents',
             llmops_dot_v1_dot_drift__pb2.ListRetrainEventsRequest.SerializeToString,
             llmops_dot_v1_dot_drift__pb2.ListRetrainEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.DriftService/GetRollout',
+            llmops_dot_v1_dot_drift__pb2.GetRolloutRequest.SerializeToString,
+            llmops_dot_v1_dot_drift__pb2.GetRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,

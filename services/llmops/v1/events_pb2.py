@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from llmops.v1 import common_pb2 as llmops_dot_v1_dot_common__pb2
+from llmops.v1 import inference_pb2 as llmops_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmops/v1/events.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmops/v1/common.proto\"\xef\x02\n\tSpanEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\nattributes\x18\x07 \x03(\x0b\x32$.llmops.v1.SpanEvent.AttributesEntry\x12%\n\x06status\x18\x08 \x01(\x0e\x32\x15.llmops.v1.SpanStatus\x12\x16\n\x0estatus_message\x18\t \x01(\t\x12\x0f\n\x07service\x18\n \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x04\n\x0f\x43ompletionEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12$\n\x08\x63ontexts\x18\x05 \x03(\x0b\x32\x12.llmops.v1.Context\x12\x0e\n\x06\x61nswer\x18\x06 \x01(\t\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.llmops.v1.Usage\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x17\n\x0fprompt_template\x18\t \x01(\t\x12\x16\n\x0eprompt_version\x18\n \x01(\x05\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x0f\n\x07user_id\x18\x0c \x01(\t\x12:\n\x08metadata\x18\r \x03(\x0b\x32(.llmops.v1.CompletionEvent.MetadataEntry\x12\x15\n\rfinish_reason\x18\x0e \x01(\t\x12\x17\n\x0frendered_prompt\x18\x0f \x01(\t\x12\x1b\n\x13retrieval_top_score\x18\x10 \x01(\x01\x12\x14\n\x0croot_span_id\x18\x11 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x01\n\nScoreEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x1f\n\x05score\x18\x02 \x01(\x0b\x32\x10.llmops.v1.Score\x12\x0f\n\x07span_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x17\n\x0fprompt_template\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\x05\x12\x0c\n\x04tier\x18\x07 \x01(\t\"H\n\rFeedbackEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\x0b\x32\x13.llmops.v1.Feedback\"\xb9\x01\n\rDocumentEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.llmops.v1.DocumentEvent.MetadataEntry\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x03\n\x10\x44riftReportEvent\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x11\n\treport_id\x18\x02 \x01(\t\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bwindow_size\x18\x05 \x01(\x05\x12\x14\n\x0creference_id\x18\x06 \x01(\t\x12\x16\n\x0e\x64rift_detected\x18\x07 \x01(\x08\x12\x13\n\x0b\x64rift_share\x18\x08 \x01(\x01\x12)\n\x08\x66\x65\x61tures\x18\t \x03(\x0b\x32\x17.llmops.v1.FeatureDrift\x12\x13\n\x0breport_path\x18\n \x01(\t\x12\x18\n\x10report_json_path\x18\x0b \x01(\t\x12@\n\x0bscore_means\x18\x0c \x03(\x0b\x32+.llmops.v1.DriftReportEvent.ScoreMeansEntry\x12\x0f\n\x07seconds\x18\r \x01(\x01\x1a\x31\n\x0fScoreMeansEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"w\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0f\n\x07\x64rifted\x18\x02 \x01(\x08\x12\x11\n\tstatistic\x18\x03 \x01(\x01\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"k\n\x06Window\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"\x98\x03\n\x0cRetrainEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12)\n\x08\x65vidence\x18\x04 \x03(\x0b\x32\x17.llmops.v1.FeatureDrift\x12!\n\x06window\x18\x05 \x01(\x0b\x32\x11.llmops.v1.Window\x12\x11\n\ttrace_ids\x18\x06 \x03(\t\x12\x14\n\x0creference_id\x18\x07 \x01(\t\x12\x1b\n\x13low_score_trace_ids\x18\x08 \x03(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0bscore_means\x18\n \x03(\x0b\x32\'.llmops.v1.RetrainEvent.ScoreMeansEntry\x12\x11\n\treport_id\x18\x0b \x01(\t\x12\x13\n\x0breport_path\x18\x0c \x01(\t\x1a\x31\n\x0fScoreMeansEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42R\n\rdev.llmops.v1B\x0b\x45ventsProtoP\x01Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmops/v1/events.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmops/v1/common.proto\x1a\x19llmops/v1/inference.proto\"\xef\x02\n\tSpanEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\nattributes\x18\x07 \x03(\x0b\x32$.llmops.v1.SpanEvent.AttributesEntry\x12%\n\x06status\x18\x08 \x01(\x0e\x32\x15.llmops.v1.SpanStatus\x12\x16\n\x0estatus_message\x18\t \x01(\t\x12\x0f\n\x07service\x18\n \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x05\n\x0f\x43ompletionEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12$\n\x08\x63ontexts\x18\x05 \x03(\x0b\x32\x12.llmops.v1.Context\x12\x0e\n\x06\x61nswer\x18\x06 \x01(\t\x12\x1f\n\x05usage\x18\x07 \x01(\x0b\x32\x10.llmops.v1.Usage\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x17\n\x0fprompt_template\x18\t \x01(\t\x12\x16\n\x0eprompt_version\x18\n \x01(\x05\x12\x12\n\nsession_id\x18\x0b \x01(\t\x12\x0f\n\x07user_id\x18\x0c \x01(\t\x12:\n\x08metadata\x18\r \x03(\x0b\x32(.llmops.v1.CompletionEvent.MetadataEntry\x12\x15\n\rfinish_reason\x18\x0e \x01(\t\x12\x17\n\x0frendered_prompt\x18\x0f \x01(\t\x12\x1b\n\x13retrieval_top_score\x18\x10 \x01(\x01\x12\x14\n\x0croot_span_id\x18\x11 \x01(\t\x12\r\n\x05route\x18\x12 \x01(\t\x12\x16\n\x0eroute_revision\x18\x13 \x01(\x05\x12\x12\n\ndeployment\x18\x14 \x01(\t\x12\x1a\n\x12\x64\x65ployment_version\x18\x15 \x01(\x05\x12\x0b\n\x03\x61rm\x18\x16 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x17 \x01(\x05\x12\x10\n\x08\x66\x61llback\x18\x18 \x01(\x08\x12\x11\n\tshadow_of\x18\x19 \x01(\t\x12\r\n\x05\x65rror\x18\x1a \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x02\n\nScoreEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x1f\n\x05score\x18\x02 \x01(\x0b\x32\x10.llmops.v1.Score\x12\x0f\n\x07span_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x17\n\x0fprompt_template\x18\x05 \x01(\t\x12\x16\n\x0eprompt_version\x18\x06 \x01(\x05\x12\x0c\n\x04tier\x18\x07 \x01(\t\x12\r\n\x05route\x18\x08 \x01(\t\x12\x16\n\x0eroute_revision\x18\t \x01(\x05\x12\x12\n\ndeployment\x18\n \x01(\t\x12\x1a\n\x12\x64\x65ployment_version\x18\x0b \x01(\x05\x12\x0b\n\x03\x61rm\x18\x0c \x01(\t\"H\n\rFeedbackEvent\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\x0b\x32\x13.llmops.v1.Feedback\"\xb9\x01\n\rDocumentEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.llmops.v1.DocumentEvent.MetadataEntry\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x03\n\x10\x44riftReportEvent\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x11\n\treport_id\x18\x02 \x01(\t\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bwindow_size\x18\x05 \x01(\x05\x12\x14\n\x0creference_id\x18\x06 \x01(\t\x12\x16\n\x0e\x64rift_detected\x18\x07 \x01(\x08\x12\x13\n\x0b\x64rift_share\x18\x08 \x01(\x01\x12)\n\x08\x66\x65\x61tures\x18\t \x03(\x0b\x32\x17.llmops.v1.FeatureDrift\x12\x13\n\x0breport_path\x18\n \x01(\t\x12\x18\n\x10report_json_path\x18\x0b \x01(\t\x12@\n\x0bscore_means\x18\x0c \x03(\x0b\x32+.llmops.v1.DriftReportEvent.ScoreMeansEntry\x12\x0f\n\x07seconds\x18\r \x01(\x01\x1a\x31\n\x0fScoreMeansEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"w\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0f\n\x07\x64rifted\x18\x02 \x01(\x08\x12\x11\n\tstatistic\x18\x03 \x01(\x01\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x11\n\tthreshold\x18\x06 \x01(\x01\"k\n\x06Window\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"\x98\x03\n\x0cRetrainEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12)\n\x08\x65vidence\x18\x04 \x03(\x0b\x32\x17.llmops.v1.FeatureDrift\x12!\n\x06window\x18\x05 \x01(\x0b\x32\x11.llmops.v1.Window\x12\x11\n\ttrace_ids\x18\x06 \x03(\t\x12\x14\n\x0creference_id\x18\x07 \x01(\t\x12\x1b\n\x13low_score_trace_ids\x18\x08 \x03(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0bscore_means\x18\n \x03(\x0b\x32\'.llmops.v1.RetrainEvent.ScoreMeansEntry\x12\x11\n\treport_id\x18\x0b \x01(\t\x12\x13\n\x0breport_path\x18\x0c \x01(\t\x1a\x31\n\x0fScoreMeansEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbc\x01\n\x0c\x43onfigRecord\x12+\n\ndeployment\x18\x01 \x01(\x0b\x32\x15.llmops.v1.DeploymentH\x00\x12!\n\x05route\x18\x02 \x01(\x0b\x32\x10.llmops.v1.RouteH\x00\x12+\n\x06prompt\x18\x03 \x01(\x0b\x32\x19.llmops.v1.PromptTemplateH\x00\x12\'\n\x05label\x18\x04 \x01(\x0b\x32\x16.llmops.v1.PromptLabelH\x00\x42\x06\n\x04item\"g\n\x0bPromptLabel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12*\n\x06set_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xce\x02\n\x0f\x44\x65ploymentEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x16\n\x0eroute_revision\x18\x03 \x01(\x05\x12,\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x1a.llmops.v1.RolloutDecision\x12(\n\x06\x63\x61nary\x18\x05 \x01(\x0b\x32\x18.llmops.v1.DeploymentRef\x12)\n\x07primary\x18\x06 \x01(\x0b\x32\x18.llmops.v1.DeploymentRef\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65vidence\x18\t \x01(\x0b\x32\x1a.llmops.v1.RolloutEvidence\x12\x18\n\x10\x61pplied_revision\x18\n \x01(\x05\"\xd4\x02\n\x0fRolloutEvidence\x12\r\n\x05score\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61nary_n\x18\x02 \x01(\x03\x12\x11\n\tprimary_n\x18\x03 \x01(\x03\x12\x13\n\x0b\x63\x61nary_mean\x18\x04 \x01(\x01\x12\x14\n\x0cprimary_mean\x18\x05 \x01(\x01\x12\x12\n\ndifference\x18\x06 \x01(\x01\x12\x10\n\x08max_drop\x18\x07 \x01(\x01\x12\x0c\n\x04test\x18\x08 \x01(\t\x12\x11\n\tstatistic\x18\t \x01(\x01\x12\x11\n\tthreshold\x18\n \x01(\x01\x12\x19\n\x11\x63\x61nary_error_rate\x18\x0b \x01(\x01\x12\x1d\n\x15\x63\x61nary_p95_latency_ms\x18\x0c \x01(\x01\x12\x1e\n\x16primary_p95_latency_ms\x18\r \x01(\x01\x12\x17\n\x0f\x63\x61nary_requests\x18\x0e \x01(\x03\x12\x15\n\rcanary_errors\x18\x0f \x01(\x03*\x8d\x01\n\x0fRolloutDecision\x12 \n\x1cROLLOUT_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n\x19ROLLOUT_DECISION_ROLLBACK\x10\x01\x12\x1c\n\x18ROLLOUT_DECISION_PROMOTE\x10\x02\x12\x1b\n\x17ROLLOUT_DECISION_PASSED\x10\x03\x42R\n\rdev.llmops.v1B\x0b\x45ventsProtoP\x01Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,32 +45,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRIFTREPORTEVENT_SCOREMEANSENTRY']._serialized_options = b'8\001'
   _globals['_RETRAINEVENT_SCOREMEANSENTRY']._loaded_options = None
   _globals['_RETRAINEVENT_SCOREMEANSENTRY']._serialized_options = b'8\001'
-  _globals['_SPANEVENT']._serialized_start=95
-  _globals['_SPANEVENT']._serialized_end=462
-  _globals['_SPANEVENT_ATTRIBUTESENTRY']._serialized_start=413
-  _globals['_SPANEVENT_ATTRIBUTESENTRY']._serialized_end=462
-  _globals['_COMPLETIONEVENT']._serialized_start=465
-  _globals['_COMPLETIONEVENT']._serialized_end=979
-  _globals['_COMPLETIONEVENT_METADATAENTRY']._serialized_start=932
-  _globals['_COMPLETIONEVENT_METADATAENTRY']._serialized_end=979
-  _globals['_SCOREEVENT']._serialized_start=982
-  _globals['_SCOREEVENT']._serialized_end=1140
-  _globals['_FEEDBACKEVENT']._serialized_start=1142
-  _globals['_FEEDBACKEVENT']._serialized_end=1214
-  _globals['_DOCUMENTEVENT']._serialized_start=1217
-  _globals['_DOCUMENTEVENT']._serialized_end=1402
-  _globals['_DOCUMENTEVENT_METADATAENTRY']._serialized_start=932
-  _globals['_DOCUMENTEVENT_METADATAENTRY']._serialized_end=979
-  _globals['_DRIFTREPORTEVENT']._serialized_start=1405
-  _globals['_DRIFTREPORTEVENT']._serialized_end=1869
-  _globals['_DRIFTREPORTEVENT_SCOREMEANSENTRY']._serialized_start=1820
-  _globals['_DRIFTREPORTEVENT_SCOREMEANSENTRY']._serialized_end=1869
-  _globals['_FEATUREDRIFT']._serialized_start=1871
-  _globals['_FEATUREDRIFT']._serialized_end=1990
-  _globals['_WINDOW']._serialized_start=1992
-  _globals['_WINDOW']._serialized_end=2099
-  _globals['_RETRAINEVENT']._serialized_start=2102
-  _globals['_RETRAINEVENT']._serialized_end=2510
-  _globals['_RETRAINEVENT_SCOREMEANSENTRY']._serialized_start=1820
-  _globals['_RETRAINEVENT_SCOREMEANSENTRY']._serialized_end=1869
+  _globals['_ROLLOUTDECISION']._serialized_start=3786
+  _globals['_ROLLOUTDECISION']._serialized_end=3927
+  _globals['_SPANEVENT']._serialized_start=122
+  _globals['_SPANEVENT']._serialized_end=489
+  _globals['_SPANEVENT_ATTRIBUTESENTRY']._serialized_start=440
+  _globals['_SPANEVENT_ATTRIBUTESENTRY']._serialized_end=489
+  _globals['_COMPLETIONEVENT']._serialized_start=492
+  _globals['_COMPLETIONEVENT']._serialized_end=1176
+  _globals['_COMPLETIONEVENT_METADATAENTRY']._serialized_start=1129
+  _globals['_COMPLETIONEVENT_METADATAENTRY']._serialized_end=1176
+  _globals['_SCOREEVENT']._serialized_start=1179
+  _globals['_SCOREEVENT']._serialized_end=1437
+  _globals['_FEEDBACKEVENT']._serialized_start=1439
+  _globals['_FEEDBACKEVENT']._serialized_end=1511
+  _globals['_DOCUMENTEVENT']._serialized_start=1514
+  _globals['_DOCUMENTEVENT']._serialized_end=1699
+  _globals['_DOCUMENTEVENT_METADATAENTRY']._serialized_start=1129
+  _globals['_DOCUMENTEVENT_METADATAENTRY']._serialized_end=1176
+  _globals['_DRIFTREPORTEVENT']._serialized_start=1702
+  _globals['_DRIFTREPORTEVENT']._serialized_end=2166
+  _globals['_DRIFTREPORTEVENT_SCOREMEANSENTRY']._serialized_start=2117
+  _globals['_DRIFTREPORTEVENT_SCOREMEANSENTRY']._serialized_end=2166
+  _globals['_FEATUREDRIFT']._serialized_start=2168
+  _globals['_FEATUREDRIFT']._serialized_end=2287
+  _globals['_WINDOW']._serialized_start=2289
+  _globals['_WINDOW']._serialized_end=2396
+  _globals['_RETRAINEVENT']._serialized_start=2399
+  _globals['_RETRAINEVENT']._serialized_end=2807
+  _globals['_RETRAINEVENT_SCOREMEANSENTRY']._serialized_start=2117
+  _globals['_RETRAINEVENT_SCOREMEANSENTRY']._serialized_end=2166
+  _globals['_CONFIGRECORD']._serialized_start=2810
+  _globals['_CONFIGRECORD']._serialized_end=2998
+  _globals['_PROMPTLABEL']._serialized_start=3000
+  _globals['_PROMPTLABEL']._serialized_end=3103
+  _globals['_DEPLOYMENTEVENT']._serialized_start=3106
+  _globals['_DEPLOYMENTEVENT']._serialized_end=3440
+  _globals['_ROLLOUTEVIDENCE']._serialized_start=3443
+  _globals['_ROLLOUTEVIDENCE']._serialized_end=3783
 # @@protoc_insertion_point(module_scope)

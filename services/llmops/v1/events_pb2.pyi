@@ -2,13 +2,26 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from llmops.v1 import common_pb2 as _common_pb2
+from llmops.v1 import inference_pb2 as _inference_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RolloutDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLLOUT_DECISION_UNSPECIFIED: _ClassVar[RolloutDecision]
+    ROLLOUT_DECISION_ROLLBACK: _ClassVar[RolloutDecision]
+    ROLLOUT_DECISION_PROMOTE: _ClassVar[RolloutDecision]
+    ROLLOUT_DECISION_PASSED: _ClassVar[RolloutDecision]
+ROLLOUT_DECISION_UNSPECIFIED: RolloutDecision
+ROLLOUT_DECISION_ROLLBACK: RolloutDecision
+ROLLOUT_DECISION_PROMOTE: RolloutDecision
+ROLLOUT_DECISION_PASSED: RolloutDecision
 
 class SpanEvent(_message.Message):
     __slots__ = ("trace_id", "span_id", "parent_span_id", "name", "start_time", "end_time", "attributes", "status", "status_message", "service")
@@ -42,7 +55,7 @@ class SpanEvent(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ..., status_message: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class CompletionEvent(_message.Message):
-    __slots__ = ("trace_id", "timestamp", "model", "prompt", "contexts", "answer", "usage", "latency_ms", "prompt_template", "prompt_version", "session_id", "user_id", "metadata", "finish_reason", "rendered_prompt", "retrieval_top_score", "root_span_id")
+    __slots__ = ("trace_id", "timestamp", "model", "prompt", "contexts", "answer", "usage", "latency_ms", "prompt_template", "prompt_version", "session_id", "user_id", "metadata", "finish_reason", "rendered_prompt", "retrieval_top_score", "root_span_id", "route", "route_revision", "deployment", "deployment_version", "arm", "attempts", "fallback", "shadow_of", "error")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +80,15 @@ class CompletionEvent(_message.Message):
     RENDERED_PROMPT_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_TOP_SCORE_FIELD_NUMBER: _ClassVar[int]
     ROOT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_OF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     timestamp: _timestamp_pb2.Timestamp
     model: str
@@ -84,10 +106,19 @@ class CompletionEvent(_message.Message):
     rendered_prompt: str
     retrieval_top_score: float
     root_span_id: str
-    def __init__(self, trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., contexts: _Optional[_Iterable[_Union[_common_pb2.Context, _Mapping]]] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., finish_reason: _Optional[str] = ..., rendered_prompt: _Optional[str] = ..., retrieval_top_score: _Optional[float] = ..., root_span_id: _Optional[str] = ...) -> None: ...
+    route: str
+    route_revision: int
+    deployment: str
+    deployment_version: int
+    arm: str
+    attempts: int
+    fallback: bool
+    shadow_of: str
+    error: str
+    def __init__(self, trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., contexts: _Optional[_Iterable[_Union[_common_pb2.Context, _Mapping]]] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency_ms: _Optional[float] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., finish_reason: _Optional[str] = ..., rendered_prompt: _Optional[str] = ..., retrieval_top_score: _Optional[float] = ..., root_span_id: _Optional[str] = ..., route: _Optional[str] = ..., route_revision: _Optional[int] = ..., deployment: _Optional[str] = ..., deployment_version: _Optional[int] = ..., arm: _Optional[str] = ..., attempts: _Optional[int] = ..., fallback: bool = ..., shadow_of: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ScoreEvent(_message.Message):
-    __slots__ = ("trace_id", "score", "span_id", "model", "prompt_template", "prompt_version", "tier")
+    __slots__ = ("trace_id", "score", "span_id", "model", "prompt_template", "prompt_version", "tier", "route", "route_revision", "deployment", "deployment_version", "arm")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +126,11 @@ class ScoreEvent(_message.Message):
     PROMPT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     score: _common_pb2.Score
     span_id: str
@@ -102,7 +138,12 @@ class ScoreEvent(_message.Message):
     prompt_template: str
     prompt_version: int
     tier: str
-    def __init__(self, trace_id: _Optional[str] = ..., score: _Optional[_Union[_common_pb2.Score, _Mapping]] = ..., span_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
+    route: str
+    route_revision: int
+    deployment: str
+    deployment_version: int
+    arm: str
+    def __init__(self, trace_id: _Optional[str] = ..., score: _Optional[_Union[_common_pb2.Score, _Mapping]] = ..., span_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., tier: _Optional[str] = ..., route: _Optional[str] = ..., route_revision: _Optional[int] = ..., deployment: _Optional[str] = ..., deployment_version: _Optional[int] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
     __slots__ = ("trace_id", "feedback")
@@ -230,3 +271,85 @@ class RetrainEvent(_message.Message):
     report_id: str
     report_path: str
     def __init__(self, id: _Optional[str] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference_id: _Optional[str] = ..., low_score_trace_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score_means: _Optional[_Mapping[str, float]] = ..., report_id: _Optional[str] = ..., report_path: _Optional[str] = ...) -> None: ...
+
+class ConfigRecord(_message.Message):
+    __slots__ = ("deployment", "route", "prompt", "label")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    deployment: _inference_pb2.Deployment
+    route: _inference_pb2.Route
+    prompt: _inference_pb2.PromptTemplate
+    label: PromptLabel
+    def __init__(self, deployment: _Optional[_Union[_inference_pb2.Deployment, _Mapping]] = ..., route: _Optional[_Union[_inference_pb2.Route, _Mapping]] = ..., prompt: _Optional[_Union[_inference_pb2.PromptTemplate, _Mapping]] = ..., label: _Optional[_Union[PromptLabel, _Mapping]] = ...) -> None: ...
+
+class PromptLabel(_message.Message):
+    __slots__ = ("name", "label", "version", "set_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    label: str
+    version: int
+    set_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., label: _Optional[str] = ..., version: _Optional[int] = ..., set_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DeploymentEvent(_message.Message):
+    __slots__ = ("id", "route", "route_revision", "decision", "canary", "primary", "reason", "timestamp", "evidence", "applied_revision")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    route: str
+    route_revision: int
+    decision: RolloutDecision
+    canary: _inference_pb2.DeploymentRef
+    primary: _inference_pb2.DeploymentRef
+    reason: str
+    timestamp: _timestamp_pb2.Timestamp
+    evidence: RolloutEvidence
+    applied_revision: int
+    def __init__(self, id: _Optional[str] = ..., route: _Optional[str] = ..., route_revision: _Optional[int] = ..., decision: _Optional[_Union[RolloutDecision, str]] = ..., canary: _Optional[_Union[_inference_pb2.DeploymentRef, _Mapping]] = ..., primary: _Optional[_Union[_inference_pb2.DeploymentRef, _Mapping]] = ..., reason: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evidence: _Optional[_Union[RolloutEvidence, _Mapping]] = ..., applied_revision: _Optional[int] = ...) -> None: ...
+
+class RolloutEvidence(_message.Message):
+    __slots__ = ("score", "canary_n", "primary_n", "canary_mean", "primary_mean", "difference", "max_drop", "test", "statistic", "threshold", "canary_error_rate", "canary_p95_latency_ms", "primary_p95_latency_ms", "canary_requests", "canary_errors")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_N_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_N_FIELD_NUMBER: _ClassVar[int]
+    CANARY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_MEAN_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DROP_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CANARY_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CANARY_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CANARY_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    score: str
+    canary_n: int
+    primary_n: int
+    canary_mean: float
+    primary_mean: float
+    difference: float
+    max_drop: float
+    test: str
+    statistic: float
+    threshold: float
+    canary_error_rate: float
+    canary_p95_latency_ms: float
+    primary_p95_latency_ms: float
+    canary_requests: int
+    canary_errors: int
+    def __init__(self, score: _Optional[str] = ..., canary_n: _Optional[int] = ..., primary_n: _Optional[int] = ..., canary_mean: _Optional[float] = ..., primary_mean: _Optional[float] = ..., difference: _Optional[float] = ..., max_drop: _Optional[float] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., threshold: _Optional[float] = ..., canary_error_rate: _Optional[float] = ..., canary_p95_latency_ms: _Optional[float] = ..., primary_p95_latency_ms: _Optional[float] = ..., canary_requests: _Optional[int] = ..., canary_errors: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,46 @@ class InferenceServiceStub(object):
                 request_serializer=llmops_dot_v1_dot_inference__pb2.RegisterPromptTemplateRequest.SerializeToString,
                 response_deserializer=llmops_dot_v1_dot_inference__pb2.PromptTemplate.FromString,
                 _registered_method=True)
+        self.RegisterDeployment = channel.unary_unary(
+                '/llmops.v1.InferenceService/RegisterDeployment',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.Deployment.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/llmops.v1.InferenceService/GetDeployment',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.DeploymentRef.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/llmops.v1.InferenceService/ListDeployments',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.SetRoute = channel.unary_unary(
+                '/llmops.v1.InferenceService/SetRoute',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.SetRouteRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.Route.FromString,
+                _registered_method=True)
+        self.GetRoute = channel.unary_unary(
+                '/llmops.v1.InferenceService/GetRoute',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.GetRouteRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.Route.FromString,
+                _registered_method=True)
+        self.ListRoutes = channel.unary_unary(
+                '/llmops.v1.InferenceService/ListRoutes',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.ListRoutesRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/llmops.v1.InferenceService/Rollback',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.Route.FromString,
+                _registered_method=True)
+        self.SetPromptLabel = channel.unary_unary(
+                '/llmops.v1.InferenceService/SetPromptLabel',
+                request_serializer=llmops_dot_v1_dot_inference__pb2.SetPromptLabelRequest.SerializeToString,
+                response_deserializer=llmops_dot_v1_dot_inference__pb2.PromptTemplate.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer(object):
@@ -94,6 +134,56 @@ class InferenceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterDeployment(self, request, context):
+        """Deployments: a versioned registry of model endpoints; routes: what a `model` name is served by.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """version 0 = the newest
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPromptLabel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +210,46 @@ def add_InferenceServiceServicer_to_server(servicer, server):
             'RegisterPromptTemplate': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterPromptTemplate,
                     request_deserializer=llmops_dot_v1_dot_inference__pb2.RegisterPromptTemplateRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.PromptTemplate.SerializeToString,
+            ),
+            'RegisterDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDeployment,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.Deployment.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.Deployment.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.DeploymentRef.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.Deployment.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'SetRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRoute,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.SetRouteRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.Route.SerializeToString,
+            ),
+            'GetRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoute,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.GetRouteRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.Route.SerializeToString,
+            ),
+            'ListRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutes,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.ListRoutesRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.RollbackRequest.FromString,
+                    response_serializer=llmops_dot_v1_dot_inference__pb2.Route.SerializeToString,
+            ),
+            'SetPromptLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPromptLabel,
+                    request_deserializer=llmops_dot_v1_dot_inference__pb2.SetPromptLabelRequest.FromString,
                     response_serializer=llmops_dot_v1_dot_inference__pb2.PromptTemplate.SerializeToString,
             ),
     }
@@ -257,6 +387,222 @@ class InferenceService(object):
             target,
             '/llmops.v1.InferenceService/RegisterPromptTemplate',
             llmops_dot_v1_dot_inference__pb2.RegisterPromptTemplateRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.PromptTemplate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/RegisterDeployment',
+            llmops_dot_v1_dot_inference__pb2.Deployment.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/GetDeployment',
+            llmops_dot_v1_dot_inference__pb2.DeploymentRef.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/ListDeployments',
+            llmops_dot_v1_dot_inference__pb2.ListDeploymentsRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/SetRoute',
+            llmops_dot_v1_dot_inference__pb2.SetRouteRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.Route.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/GetRoute',
+            llmops_dot_v1_dot_inference__pb2.GetRouteRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.Route.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/ListRoutes',
+            llmops_dot_v1_dot_inference__pb2.ListRoutesRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/Rollback',
+            llmops_dot_v1_dot_inference__pb2.RollbackRequest.SerializeToString,
+            llmops_dot_v1_dot_inference__pb2.Route.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPromptLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmops.v1.InferenceService/SetPromptLabel',
+            llmops_dot_v1_dot_inference__pb2.SetPromptLabelRequest.SerializeToString,
             llmops_dot_v1_dot_inference__pb2.PromptTemplate.FromString,
             options,
             channel_credentials,
