@@ -22,7 +22,12 @@ TOPICS: dict[str, tuple[str, str, str]] = {
     "drift": ("monitor", "DriftReportEvent", "one report per drift window"),
     "retrain": ("monitor", "RetrainEvent", "retraining signals with evidence"),
     "dlq": ("original key", "original bytes", "what a consumer could not decode or handle"),
+    "deployments": ("route", "DeploymentEvent", "rollout decisions (rollback, promote) with their evidence"),
+    "config": ("route/deployment/prompt key", "ConfigRecord", "current routes, deployments and prompt labels (compacted)"),
 }
+
+#: compacted topics: the newest record of each key is the state; one partition keeps them in order
+COMPACTED = {"config"}
 
 #: the topics any producer may write, in protobuf or in protobuf's JSON mapping
 #: (``content-type: application/json``; :data:`llmops.common.envelope.JSON_PAYLOADS`)
@@ -46,7 +51,10 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
-            new = [NewTopic(t, settings.topic_partitions, settings.topic_replication) for t in missing]
+            compacted = {settings.topic(n) for n in COMPACTED}
+            new = [NewTopic(t, 1, settings.topic_replication, topic_configs={"cleanup.policy": "compact"})
+                   if t in compacted else NewTopic(t, settings.topic_partitions, settings.topic_replication)
+                   for t in missing]
             try:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
