@@ -144,6 +144,46 @@ HTTP_LATENCY = Histogram(
 )
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
 
+# -- deployments, routes and rollouts ----------------------------------------------------------
+ROUTE_REQUESTS = Counter(
+    "llmops_route_requests_total", "Requests a route served, by the deployment version that answered and the arm",
+    ["route", "deployment", "version", "arm", "outcome"], registry=REGISTRY,   # outcome: ok | error
+)
+ROUTE_ATTEMPTS = Counter(
+    "llmops_route_attempts_total", "Attempts on a deployment version (retries and fallbacks included)",
+    ["route", "deployment", "version", "outcome"], registry=REGISTRY,
+    # outcome: ok | unavailable | timeout | rate_limited | error | circuit_open (skipped) | deadline
+)
+ROUTE_FALLBACKS = Counter(
+    "llmops_route_fallbacks_total", "Requests answered by a fallback deployment", ["route"], registry=REGISTRY
+)
+CIRCUIT_OPEN = Gauge(
+    "llmops_circuit_open", "1 while a deployment version's circuit breaker is open on this replica",
+    ["deployment", "version"], registry=REGISTRY,
+)
+SHADOW_REQUESTS = Counter(
+    "llmops_shadow_requests_total", "Copies of requests sent to a route's shadow deployment",
+    ["route", "deployment", "version", "outcome"], registry=REGISTRY,   # outcome: ok | error | skipped (busy)
+)
+CONFIG_APPLIED = Counter(
+    "llmops_config_records_applied_total", "Records of the config topic a replica applied", ["kind"], registry=REGISTRY
+)
+ROLLOUT_DECISIONS = Counter(
+    "llmops_rollout_decisions_total", "Rollout decisions of the judge-driven canary monitor",
+    ["route", "decision"], registry=REGISTRY,   # decision: rollback | promote | passed
+)
+ROLLOUT_SAMPLES = Gauge(
+    "llmops_rollout_samples", "Judged requests of the running canary comparison", ["route", "arm"], registry=REGISTRY
+)
+ROLLOUT_SCORE_MEAN = Gauge(
+    "llmops_rollout_score_mean", "Mean compared score of the running canary comparison", ["route", "arm"],
+    registry=REGISTRY,
+)
+ROLLOUT_STATISTIC = Gauge(
+    "llmops_rollout_statistic", "The sequential test's likelihood ratio of the running canary (rollback at 1/alpha)",
+    ["route"], registry=REGISTRY,
+)
+
 
 _SERVING: set[tuple[str, int]] = set()
 
