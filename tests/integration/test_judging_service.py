@@ -293,3 +293,47 @@ def test_a_score_names_a_span_that_is_recorded_on_its_trace(stack):
     assert named["safety.pii"] == cheap.span_id and cheap.name == "judge cheap" and cheap.service == "judging"
     assert cheap.parent_span_id == ev.root_span_id and "safety.pii" in cheap.attributes["judge.evaluators"]
     assert spans[named["rag.faithfulness.llm"]].name == "judge rag.faithfulness.llm"
+
+
+def test_routed_completions_are_judged_by_deployment_version_and_failed_ones_are_not(stack):
+    """A completion served through a route gives scores that name its route, deployment version and
+    arm (a shadow's included), and `llmops_judge_score` breaks down by deployment version; a failed
+    request (inference publishes it for the rollout's error rate) is skipped, counted, never scored."""
+    from llmops.common import metrics
+
+    s, client = stack
+    served = dict(route="chat", route_revision=4, deployment="smol", deployment_version=3)
+    canary = completion(GROUNDED, arm="canary", attempts=2, fallback=True, **served)
+    shadow = completion(GROUNDED, arm="shadow", shadow_of=canary.trace_id, **{**served, "deployment_version": 4})
+    failed = completion("", arm="canary", error="UNAVAILABLE: deployment smol v3 answered 503", **served)
+    sentinel = completion(GROUNDED)
+    judged = ("rag.faithfulness.cheap", "rag.faithfulness.llm")
+
+    def skipped(evaluator):
+        return metrics.REGISTRY.get_sample_value(
+            "llmops_judge_skipped_total", {"evaluator": evaluator, "reason": "failed_request"}) or 0
+
+    before = {e: skipped(e) for e in judged}
+    publish(s, failed, canary, shadow, sentinel)
+
+    def of(msgs, tid):
+        return {sc.score.evaluator: sc for m in msgs if m.key == tid.encode()
+                for sc in [events_pb2.ScoreEvent.FromString(m.value)]}
+
+    msgs = consume_until(s.bootstrap_servers, s.topic("scores"),
+                         lambda msgs: all(set(judged) <= set(of(msgs, c.trace_id)) for c in (canary, shadow)),
+                         timeout_s=180, what="both tiers' scores of the canary and the shadow completion")
+    for c in (canary, shadow):
+        for sc in of(msgs, c.trace_id).values():
+            assert (sc.route, sc.route_revision, sc.deployment, sc.deployment_version, sc.arm) == (
+                c.route, c.route_revision, c.deployment, c.deployment_version, c.arm), sc
+    assert metrics.REGISTRY.get_sample_value("llmops_judge_score_count", {
+        "evaluator": "rag.faithfulness.cheap", "metric": "faithfulness", "model": canary.model, "prompt_version": "1",
+        "deployment": "smol", "deployment_version": "4"}) >= 1   # the shadow's score, under its own version
+
+    # the sentinel came after the failed completion: once it is judged, the failed one was passed over
+    judged_by_both_tiers(client, sentinel)
+    t = wait_until(lambda: client.get_trace(failed.trace_id), timeout_s=30, what="the failed request's trace")
+    assert list(t.scores) == [] and t.completion.error
+    assert all(skipped(e) - before[e] >= 1 for e in judged), {e: skipped(e) - before[e] for e in judged}
+    assert not of(msgs, failed.trace_id)

@@ -231,3 +231,76 @@ def test_every_score_names_a_span_that_is_published_with_it():
     llm = by["rag.faithfulness.llm"]
     assert llm.name == "judge rag.faithfulness.llm" and llm.parent_span_id == root
     assert [s.name for s in spans.values() if s.parent_span_id == llm.span_id] == ["judge.call"]
+
+
+# -- served through a route: scores by deployment version; failed requests are not judged ---------
+class _Sent:
+    """Collects what the judge sends (the broker's door; the integration tests use the real one)."""
+
+    def __init__(self):
+        self.events = []
+
+    async def send_many(self, messages):
+        self.events.extend(messages)
+
+
+def _routed(trace_id: str, **fields):
+    from llmops.v1 import events_pb2
+
+    c = events_pb2.CompletionEvent(trace_id=trace_id, root_span_id="b" * 16, model="m", prompt="What is 2+2?",
+                                   answer="It is 4.", prompt_template="chat", prompt_version=3, route="chat",
+                                   route_revision=7, deployment="smol", deployment_version=2, arm="canary",
+                                   attempts=1, **fields)
+    c.timestamp.GetCurrentTime()
+    return c
+
+
+def _records(*completions):
+    from llmops.common.envelope import Record, encode
+
+    return [Record("p.completions", 0, i, c.trace_id.encode(), *encode(c)) for i, c in enumerate(completions)]
+
+
+async def test_scores_carry_the_deployment_version_that_answered():
+    from llmops.common import metrics
+    from llmops.judging.online import CompletionJudge
+
+    sent = _Sent()
+    judge = CompletionJudge(_catalog(), ("safety",), sent, None, topic_prefix="p.", label="cheap")
+    labels = {"evaluator": "safety.pii", "metric": "pii", "model": "m", "prompt_version": "3",
+              "deployment": "smol", "deployment_version": "2"}
+    before = metrics.REGISTRY.get_sample_value("llmops_judge_score_count", labels) or 0
+    shadow = _routed("d" * 32, shadow_of="c" * 32)
+    shadow.arm, shadow.deployment_version = "shadow", 2
+    assert await judge.handle(_records(_routed("c" * 32), shadow)) == []
+    scores = [m for topic, _, m, _ in sent.events if topic == "p.scores"]
+    assert {(s.trace_id, s.score.evaluator) for s in scores} == {
+        (t, e) for t in ("c" * 32, "d" * 32) for e in ("safety.pii", "safety.prompt_injection")}
+    for s in scores:
+        assert (s.route, s.route_revision, s.deployment, s.deployment_version) == ("chat", 7, "smol", 2)
+        assert s.arm == ("canary" if s.trace_id == "c" * 32 else "shadow")   # a shadow is judged like any other
+        assert (s.model, s.prompt_template, s.prompt_version) == ("m", "chat", 3)
+    assert metrics.REGISTRY.get_sample_value("llmops_judge_score_count", labels) == before + 2
+
+
+async def test_a_failed_request_is_skipped_and_counted_not_judged():
+    from llmops.common import metrics
+    from llmops.judging.online import CompletionJudge
+
+    sent = _Sent()
+    judge = CompletionJudge(_catalog(), ("safety",), sent, None, topic_prefix="p.", label="cheap")
+
+    def skipped(evaluator):
+        return metrics.REGISTRY.get_sample_value(
+            "llmops_judge_skipped_total", {"evaluator": evaluator, "reason": "failed_request"}) or 0
+
+    before = {e: skipped(e) for e in ("safety.pii", "safety.prompt_injection")}
+    failed = _routed("e" * 32, error="UNAVAILABLE: every deployment of route chat failed")
+    failed.answer = ""
+    assert await judge.handle(_records(failed)) == []
+    assert sent.events == []
+    assert {e: skipped(e) - n for e, n in before.items()} == {"safety.pii": 1, "safety.prompt_injection": 1}
+    # in a batch with a good completion, only the good one is judged
+    await judge.handle(_records(failed, _routed("f" * 32)))
+    assert {m.trace_id for topic, _, m, _ in sent.events if topic == "p.scores"} == {"f" * 32}
+    assert {e: skipped(e) - n for e, n in before.items()} == {"safety.pii": 2, "safety.prompt_injection": 2}

@@ -57,8 +57,9 @@ DOCUMENTS_INGESTED = Counter(
     "llmops_documents_ingested_total", "Documents upserted", ["collection", "source"], registry=REGISTRY
 )
 JUDGE_SCORES = Histogram(
-    "llmops_judge_score", "Judge scores (0-1 metrics, 1-5 rubrics, flags)",
-    ["evaluator", "metric", "model", "prompt_version"],
+    "llmops_judge_score", "Judge scores (0-1 metrics, 1-5 rubrics, flags), by the deployment version that answered "
+    "(both empty for completions not served through a route)",
+    ["evaluator", "metric", "model", "prompt_version", "deployment", "deployment_version"],
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 2, 3, 4, 5), registry=REGISTRY,
 )
 JUDGE_ERRORS = Counter(

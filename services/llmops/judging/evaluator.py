@@ -26,6 +26,8 @@ class Sample:
     prompt_template: str = ""
     prompt_version: int = 0
     metadata: Mapping[str, str] = field(default_factory=dict)
+    deployment: str = ""            # the deployment (version) that answered, for metric labels
+    deployment_version: int = 0
 
 
 @dataclass(frozen=True)

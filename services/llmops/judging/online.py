@@ -35,7 +35,8 @@ LLM_TIERS = ("llm",)
 def sample_of(c: events_pb2.CompletionEvent) -> Sample:
     return Sample(question=c.prompt, answer=c.answer, contexts=tuple(x.text for x in c.contexts),
                   trace_id=c.trace_id, model=c.model, prompt_template=c.prompt_template,
-                  prompt_version=c.prompt_version, metadata=dict(c.metadata))
+                  prompt_version=c.prompt_version, metadata=dict(c.metadata), deployment=c.deployment,
+                  deployment_version=c.deployment_version)
 
 
 async def prefetch(cache: EmbeddingCache | None, plan: Sequence[tuple[Evaluator, Sequence[Sample]]]) -> None:
@@ -154,16 +155,21 @@ def events_for(outcomes: Sequence[Outcome], completions: dict[str, events_pb2.Co
         for o, span_id in scores:
             ev = events_pb2.ScoreEvent(trace_id=c.trace_id, score=score_pb(o.evaluator, o.judgement),
                                        span_id=span_id, model=c.model, prompt_template=c.prompt_template,
-                                       prompt_version=c.prompt_version, tier=o.evaluator.tier)
+                                       prompt_version=c.prompt_version, tier=o.evaluator.tier, route=c.route,
+                                       route_revision=c.route_revision, deployment=c.deployment,
+                                       deployment_version=c.deployment_version, arm=c.arm)
             out.append((f"{topic_prefix}scores", c.trace_id, ev, traceparent(c.trace_id, span_id)))
     return out
 
 
 def observe(outcomes: Sequence[Outcome]) -> None:
     for o in outcomes:
-        ev, j = o.evaluator, o.judgement
+        ev, j, s = o.evaluator, o.judgement, o.sample
         if j.ok:
-            metrics.JUDGE_SCORES.labels(ev.name, ev.metric, o.sample.model, str(o.sample.prompt_version)).observe(j.value)
+            metrics.JUDGE_SCORES.labels(
+                evaluator=ev.name, metric=ev.metric, model=s.model, prompt_version=str(s.prompt_version),
+                deployment=s.deployment, deployment_version=str(s.deployment_version) if s.deployment else "",
+            ).observe(j.value)
         else:
             metrics.JUDGE_ERRORS.labels(ev.name).inc()
 
@@ -184,6 +190,17 @@ class CompletionJudge:
     @property
     def entries(self) -> list[Entry]:
         return self.catalog.online(self.tiers)
+
+    def skip_failed(self, completions: dict[str, events_pb2.CompletionEvent]) -> None:
+        """Drop the completions of failed requests (``error`` set, no answer): inference publishes
+        them for the rollouts' error accounting only. Each is counted as skipped by every evaluator
+        of these tiers, so nothing disappears silently."""
+        failed = [tid for tid, c in completions.items() if c.error]
+        for tid in failed:
+            del completions[tid]
+        if failed:
+            for entry in self.entries:
+                metrics.JUDGE_SKIPPED.labels(entry.evaluator.name, "failed_request").inc(len(failed))
 
     def selected(self, entry: Entry, samples: Sequence[Sample]) -> list[Sample]:
         ev = entry.evaluator
@@ -218,6 +235,7 @@ class CompletionJudge:
                 rejected.append(Rejected(r, str(exc)))
                 continue
             completions[c.trace_id] = c     # a trace repeated within a batch is judged once
+        self.skip_failed(completions)
         if not completions:
             return rejected
         started, start_ns = time.perf_counter(), time.time_ns()
