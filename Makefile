@@ -52,7 +52,14 @@ install: $(STAMP)
 	.peers/phoenix/bin/python -m pip install -q -r tests/peers/phoenix.txt
 	@touch $@
 
-peers: .peers/otel/.ok .peers/phoenix/.ok
+# litellm: LiteLLM's proxy (the routing benchmark's peer: overhead and failover beside the inference gateway)
+.peers/litellm/.ok: tests/peers/litellm.txt
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	@[ -x .peers/litellm/bin/python ] || python3 -m venv .peers/litellm
+	.peers/litellm/bin/python -m pip install -q -r tests/peers/litellm.txt
+	@touch $@
+
+peers: .peers/otel/.ok .peers/phoenix/.ok .peers/litellm/.ok
 
 proto: install
 	$(PY) -m llmops.protogen

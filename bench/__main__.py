@@ -1,5 +1,5 @@
 """`make bench`: every benchmark, one after the other (they share the machine's two cores)."""
-from bench import drift, gateway, judging, otlp_ingest, request_path, trace_ingest, trace_store
+from bench import drift, gateway, judging, otlp_ingest, request_path, routing, trace_ingest, trace_store
 
 if __name__ == "__main__":
     trace_ingest.run()
@@ -7,5 +7,6 @@ if __name__ == "__main__":
     otlp_ingest.run()
     request_path.run()
     gateway.run()
+    routing.run()
     judging.run()
     drift.run()
