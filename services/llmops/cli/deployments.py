@@ -8,16 +8,18 @@ over its current revision, what changed between two revisions) are plain functio
 a server; the commands call ``InferenceService`` and ``DriftService.GetRollout`` over gRPC."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
+import sys
 from dataclasses import dataclass, fields
 
 import click
 import grpc
 
 from llmops.cli.client import Client
-from llmops.cli.console import exit_on_rpc_error, load_settings, make_console
+from llmops.cli.console import load_settings, make_console, rpc_error_text
 from llmops.v1 import inference_pb2
 
 BACKENDS = ("llama_cpp", "tgi", "openai")
@@ -394,6 +396,23 @@ def _user() -> str:
         return ""
 
 
+@contextlib.contextmanager
+def exit_on_rpc_error():
+    """A failed RPC as ``CODE: message`` on stderr, exit 1. The server's message is escaped: it may
+    quote what was sent (``'[x]'``), which rich would otherwise read as markup."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        make_error_console().print(f"[red]{_esc(rpc_error_text(exc))}[/]")
+        sys.exit(1)
+
+
+def make_error_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
 def _checked(fn, *args, **kwargs):
     """Run a pure builder; a bad flag is click's usage error (exit 2), not a traceback."""
     try:
@@ -456,7 +475,7 @@ def deploy_register(name, backend, url, model_path, remote_model, api_key_env, p
                  prompt_template=prompt_template, prompt_version=prompt_version, params=params, price=price,
                  timeout_s=timeout_s, description=description, api_key_env=api_key_env,
                  created_by=_user() if created_by is None else created_by)
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         got = _inference().RegisterDeployment(d, timeout=30)
     if json_out:
         _echo_json(as_json(got))
@@ -503,7 +522,7 @@ def deploy_list(name, all_versions, json_out) -> None:
     from rich.table import Table
 
     console = make_console()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         resp = _inference().ListDeployments(inference_pb2.ListDeploymentsRequest(name=name, all_versions=all_versions),
                                             timeout=10)
     if json_out:
@@ -532,7 +551,7 @@ def deploy_show(ref, json_out) -> None:
     console = make_console()
     wanted = _checked(parse_ref, ref)
     stub = _inference()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         d = stub.GetDeployment(wanted, timeout=10)
         routes = stub.ListRoutes(inference_pb2.ListRoutesRequest(), timeout=10).routes
     uses = deployment_uses(d, routes)
@@ -602,7 +621,7 @@ def routes_group(ctx, json_out) -> None:
 def routes_list(json_out) -> None:
     """The current revision of every route."""
     console = make_console()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         resp = _inference().ListRoutes(inference_pb2.ListRoutesRequest(), timeout=10)
     if json_out:
         _echo_json(as_json(resp))
@@ -618,13 +637,13 @@ def routes_list(json_out) -> None:
 def routes_history(name, json_out) -> None:
     """Every revision of route NAME, newest (the current one) first, with who changed it and why."""
     console = make_console()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         resp = _inference().ListRoutes(inference_pb2.ListRoutesRequest(name=name), timeout=10)
     if json_out:
         _echo_json(as_json(resp))
     elif not resp.routes:
-        console.print(f"[red]NOT_FOUND: no route named {_esc(name)}[/]")
-        raise SystemExit(1)
+        make_error_console().print(f"[red]NOT_FOUND: no route named {_esc(name)}[/]")
+        sys.exit(1)
     else:
         print_routes(console, resp.routes, history=True)
 
@@ -636,7 +655,7 @@ def routes_history(name, json_out) -> None:
 def routes_show(name, revision, json_out) -> None:
     """One revision of route NAME, every setting spelled out (defaults included)."""
     console = make_console()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         route = _inference().GetRoute(inference_pb2.GetRouteRequest(name=name, revision=revision or 0), timeout=10)
     if json_out:
         _echo_json(as_json(route))
@@ -715,7 +734,7 @@ def routes_set(name, reason, changed_by, dry_run, json_out, no_fallbacks, fallba
     flags = RouteFlags(fallbacks=given_fallbacks, **{k: v for k, v in options.items() if k in _ROUTE_FLAG_NAMES})
     console = make_console()
     stub = _inference()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         current = _current_route(stub, name)
         route = _checked(build_route, name, current, flags)
         changes = route_changes(current, route)
@@ -795,7 +814,7 @@ def rollout_status(route, json_out) -> None:
 
     console = make_console()
     client = Client(load_settings())
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         rollouts = client.drift.GetRollout(drift_pb2.GetRolloutRequest(route=route), timeout=10).rollouts
     routes = {}
     for name in {st.route for st in rollouts} | ({route} if route else set()):
@@ -827,7 +846,7 @@ def rollout_status(route, json_out) -> None:
 
 
 def _set_and_report(console, stub, current, route, changed_by, reason, verb: str) -> None:
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         new = stub.SetRoute(inference_pb2.SetRouteRequest(route=route, changed_by=_user() if changed_by is None
                                                           else changed_by, reason=reason), timeout=30)
     console.print(f"route [bold]{_esc(new.name)}[/] revision {new.revision} (was {current.revision}): {verb}")
@@ -843,7 +862,7 @@ def rollout_promote(route, reason, changed_by) -> None:
     """Make ROUTE's canary its primary and drop the canary (what a person does after a 'passed' decision)."""
     console = make_console()
     stub = _inference()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         current = stub.GetRoute(inference_pb2.GetRouteRequest(name=route), timeout=10)
     _set_and_report(console, stub, current, _checked(promoted_route, current), changed_by, reason, "canary promoted")
 
@@ -856,7 +875,7 @@ def rollout_abort(route, reason, changed_by) -> None:
     """Drop ROUTE's canary: all traffic back to the primary (a new revision)."""
     console = make_console()
     stub = _inference()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         current = stub.GetRoute(inference_pb2.GetRouteRequest(name=route), timeout=10)
     if not (current.HasField("canary") and current.canary.deployment.name):
         raise click.UsageError(f"route {route!r} has no canary to abort")
@@ -875,7 +894,7 @@ def rollback(route, to_revision, reason, changed_by, json_out) -> None:
     """Roll ROUTE back: a new revision that copies an earlier one (every replica applies it within a second)."""
     console = make_console()
     stub = _inference()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         current = _current_route(stub, route)
         new = stub.Rollback(inference_pb2.RollbackRequest(route=route, to_revision=to_revision or 0,
                                                           changed_by=_user() if changed_by is None else changed_by,
@@ -897,7 +916,7 @@ def rollback(route, to_revision, reason, changed_by, json_out) -> None:
 def prompt_label(name, version, label) -> None:
     """Move prompt template NAME's LABEL (default production) to VERSION: roll a prompt forward or back."""
     console = make_console()
-    with exit_on_rpc_error(console):
+    with exit_on_rpc_error():
         t = _inference().SetPromptLabel(inference_pb2.SetPromptLabelRequest(name=name, version=version, label=label),
                                         timeout=30)
     console.print(f"prompt {_esc(t.name)}: label {_esc(label)} -> version {t.version} "
