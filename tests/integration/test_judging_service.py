@@ -337,3 +337,14 @@ def test_routed_completions_are_judged_by_deployment_version_and_failed_ones_are
     assert list(t.scores) == [] and t.completion.error
     assert all(skipped(e) - before[e] >= 1 for e in judged), {e: skipped(e) - before[e] for e in judged}
     assert not of(msgs, failed.trace_id)
+
+    # the trace list shows which deployment version and arm answered, and filters by them
+    listed = client.tracing.ListTraces(tracing_pb2.ListTracesRequest(model="deployment:smol@3 arm:canary",
+                                                                     page_size=1000), timeout=10).traces
+    assert {x.trace_id for x in listed} == {canary.trace_id, failed.trace_id}
+    row = next(x for x in listed if x.trace_id == canary.trace_id)
+    assert (row.metadata["llmops.deployment"], row.metadata["llmops.deployment_version"], row.metadata["llmops.arm"],
+            row.metadata["llmops.fallback"]) == ("smol", "3", "canary", "true")
+    with pytest.raises(grpc.RpcError) as bad:
+        client.tracing.ListTraces(tracing_pb2.ListTracesRequest(model="arm:blue"), timeout=10)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "arm is one of" in bad.value.details()

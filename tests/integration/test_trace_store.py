@@ -164,3 +164,46 @@ def test_eval_runs_are_stored_listed_and_names_are_unique(store):
     assert [r.name for r in store.list_eval_runs(dataset_hash="f" * 64)] == ["baseline"]
     assert not store.list_eval_runs()[1].items                  # listing leaves the items out
     assert store.get_eval_run("missing") is None
+
+
+def served(trace, end_us, *, deployment, version, arm, **fields):
+    c = completion(trace, end_us)
+    c.metadata["app"] = "tests"
+    c.route, c.route_revision, c.deployment, c.deployment_version, c.arm = "chat", 5, deployment, version, arm
+    for k, v in fields.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_a_trace_shows_and_lists_by_the_deployment_version_that_answered(store):
+    primary, canary, shadow, failed, plain = "a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32
+    store.write_completions([
+        served(primary, 1_000_000, deployment="smol", version=1, arm="primary", attempts=3, fallback=True),
+        served(canary, 1_000_001, deployment="smol", version=2, arm="canary", attempts=1),
+        served(shadow, 1_000_002, deployment="smol", version=2, arm="shadow", attempts=1, shadow_of=canary),
+        served(failed, 1_000_003, deployment="smol", version=2, arm="canary", attempts=2, error="UNAVAILABLE: 503"),
+        completion(plain, 1_000_004),
+    ])
+    t = store.get_trace(primary)
+    assert (t.completion.deployment, t.completion.deployment_version, t.completion.arm) == ("smol", 1, "primary")
+    assert t.summary.metadata == {"app": "tests", "llmops.route": "chat", "llmops.route_revision": "5",
+                                  "llmops.deployment": "smol", "llmops.deployment_version": "1",
+                                  "llmops.arm": "primary", "llmops.attempts": "3", "llmops.fallback": "true"}
+    sh = store.get_trace(shadow).summary.metadata
+    assert sh["llmops.arm"] == "shadow" and sh["llmops.shadow_of"] == canary and "llmops.fallback" not in sh
+    assert store.get_trace(failed).summary.metadata["llmops.error"] == "UNAVAILABLE: 503"
+    assert not [k for k in store.get_trace(plain).summary.metadata if k.startswith("llmops.")]   # not routed
+
+    def ids(**kw):
+        return [s.trace_id for s in store.list_traces(TraceQuery(**kw))[0]]
+
+    assert ids(deployment="smol") == [failed, shadow, canary, primary]
+    assert ids(deployment="smol", deployment_version=2) == [failed, shadow, canary]
+    assert ids(deployment="smol", deployment_version=2, arm="canary") == [failed, canary]
+    assert ids(route="chat", arm="primary") == [primary]
+    assert ids(deployment="other") == []
+    rows, _ = store.list_traces(TraceQuery(arm="shadow"))
+    assert rows[0].metadata["llmops.deployment_version"] == "2"
+    # a redelivery with other serving details overwrites them, as it does the rest of the completion
+    store.write_completions([served(primary, 1_000_000, deployment="smol", version=1, arm="primary", attempts=1)])
+    assert "llmops.fallback" not in store.get_trace(primary).summary.metadata

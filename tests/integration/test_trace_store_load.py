@@ -18,6 +18,7 @@ pytestmark = pytest.mark.postgres
 TRACES = 300
 SPANS_PER_TRACE = 6
 WRITERS = 6
+HEAD = "0004"
 
 
 def test_concurrent_writers_with_redeliveries_lose_and_duplicate_nothing(postgres_url):
@@ -101,5 +102,38 @@ def test_upgrading_a_populated_database_keeps_its_traces_and_adds_cost(postgres_
     store.write_completions([priced])
     assert store.get_trace("f" * 32).summary.usage.cost_usd == pytest.approx(0.00125)
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
+    store.close()
+
+
+def test_upgrading_to_served_by_keeps_old_traces_unrouted_and_stores_new_ones(postgres_url):
+    """0004 adds how a request was served to a database that holds traces from before routes."""
+    engine = sa.create_engine(postgres_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    with engine.begin() as conn:
+        assert "deployment" not in {c["name"] for c in sa.inspect(conn).get_columns("traces")}
+    engine.dispose()
+    old_store = SqlTraceStore(postgres_url, run_migrations=False)
+    with old_store.engine.begin() as conn:   # a row as 0003 wrote it (the columns it had then)
+        conn.execute(sa.text(
+            "INSERT INTO traces (trace_id, start_us, end_us, latency_ms, model, session_id, user_id, prompt, answer,"
+            " prompt_tokens, completion_tokens, prompt_template, prompt_version, finish_reason, metadata_json, status,"
+            " span_count, has_completion, completion_pb) VALUES ('" + "e" * 32 + "', 1, 2, 1.0, 'm', '', '', 'q',"
+            " 'a', 3, 4, '', 0, 'length', '{\"app\": \"x\"}', 0, 0, 1, '')"))
+    old_store.close()
+
+    store = SqlTraceStore(postgres_url)   # migrates to head on open
+    assert store.get_trace("e" * 32).summary.metadata == {"app": "x"}
+    routed = completion("f" * 32, 2_000_000)
+    routed.route, routed.deployment, routed.deployment_version, routed.arm = "chat", "smol", 3, "canary"
+    store.write_completions([routed])
+    assert store.get_trace("f" * 32).summary.metadata["llmops.deployment_version"] == "3"
+    page, _ = store.list_traces(TraceQuery(deployment="smol", deployment_version=3))
+    assert [t.trace_id for t in page] == ["f" * 32]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     store.close()

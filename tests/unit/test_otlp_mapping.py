@@ -454,3 +454,19 @@ async def test_exports_beyond_the_limit_are_refused_as_retryable():
         await rx.export(request(span(0x2, "b")), "grpc")
     pub.gate.set()
     assert (await first).accepted == 1 and rx.in_flight == 0
+
+
+def test_a_score_of_a_routed_completion_names_the_deployment_version_it_judges():
+    from opentelemetry.sdk.resources import Resource
+
+    from llmops.tracing.otlp.export import score_span
+
+    ev = events_pb2.ScoreEvent(trace_id=TRACE.hex(), tier="cheap", model="m", route="chat", route_revision=3,
+                               deployment="smol", deployment_version=2, arm="canary",
+                               score=common_pb2.Score(name="faithfulness", value=0.5, evaluator="rag.faithfulness.cheap",
+                                                      version="1"))
+    a = score_span(ev, Resource.create({}), T0).attributes
+    assert (a["llmops.route"], a["llmops.route_revision"], a["llmops.deployment"], a["llmops.deployment_version"],
+            a["llmops.arm"]) == ("chat", 3, "smol", 2, "canary")
+    ev.ClearField("deployment")
+    assert "llmops.deployment" not in score_span(ev, Resource.create({}), T0).attributes   # not routed: nothing to name

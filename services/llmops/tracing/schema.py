@@ -29,11 +29,23 @@ traces = Table(
     Column("span_count", Integer, nullable=False, default=0),
     Column("has_completion", Integer, nullable=False, default=0),
     Column("completion_pb", Text, nullable=False, default=""),  # base64 CompletionEvent (contexts etc.)
+    # how the request was served (migration 0004; empty for completions that did not come through a route)
+    Column("route", String(200), nullable=False, default=""),
+    Column("route_revision", Integer, nullable=False, default=0),
+    Column("deployment", String(200), nullable=False, default=""),
+    Column("deployment_version", Integer, nullable=False, default=0),
+    Column("arm", String(20), nullable=False, default=""),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("fallback", Integer, nullable=False, default=0),
+    Column("shadow_of", String(32), nullable=False, default=""),
+    Column("error", Text, nullable=False, default=""),
 )
 Index("ix_traces_start", traces.c.start_us)
 Index("ix_traces_session", traces.c.session_id, traces.c.start_us)
 Index("ix_traces_user", traces.c.user_id, traces.c.start_us)
 Index("ix_traces_model", traces.c.model, traces.c.start_us)
+Index("ix_traces_deployment", traces.c.deployment, traces.c.deployment_version, traces.c.start_us)
+Index("ix_traces_route", traces.c.route, traces.c.start_us)
 
 spans = Table(
     "spans", metadata,

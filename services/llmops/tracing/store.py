@@ -41,6 +41,11 @@ class TraceQuery:
     evaluator: str = ""
     min_score: float | None = None
     max_score: float | None = None
+    # how the request was served (ListTraces reads them from ``model``: see traces.served_by_filter)
+    route: str = ""
+    deployment: str = ""
+    deployment_version: int = 0       # 0 = any version of ``deployment``
+    arm: str = ""
 
 
 class RunNameTaken(AlreadyExists):
@@ -138,6 +143,9 @@ class SqlTraceStore:
                 "finish_reason": c.finish_reason,
                 "metadata_json": json.dumps(dict(c.metadata), ensure_ascii=False),
                 "has_completion": 1, "completion_pb": base64.b64encode(c.SerializeToString()).decode(),
+                "route": c.route, "route_revision": c.route_revision, "deployment": c.deployment,
+                "deployment_version": c.deployment_version, "arm": c.arm, "attempts": c.attempts,
+                "fallback": int(c.fallback), "shadow_of": c.shadow_of, "error": c.error,
             })
         rows = _by_key(rows, ("trace_id",))
         ins = self._insert(t.traces)
@@ -231,7 +239,9 @@ class SqlTraceStore:
             conds.append(t.traces.c.start_us >= q.start_us)
         if q.end_us:
             conds.append(t.traces.c.start_us < q.end_us)
-        for col, value in (("session_id", q.session_id), ("user_id", q.user_id), ("model", q.model)):
+        for col, value in (("session_id", q.session_id), ("user_id", q.user_id), ("model", q.model),
+                           ("route", q.route), ("deployment", q.deployment), ("deployment_version", q.deployment_version),
+                           ("arm", q.arm)):
             if value:
                 conds.append(t.traces.c[col] == value)
         if q.score_name:
@@ -339,6 +349,30 @@ def _by_key(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
     return [last[k] for k in sorted(last)]
 
 
+#: the summary's metadata keys for how the request was served (TraceSummary has no fields of its own for them)
+SERVED_BY_KEYS = {"route": "llmops.route", "route_revision": "llmops.route_revision",
+                  "deployment": "llmops.deployment", "deployment_version": "llmops.deployment_version",
+                  "arm": "llmops.arm", "attempts": "llmops.attempts", "fallback": "llmops.fallback",
+                  "shadow_of": "llmops.shadow_of", "error": "llmops.error"}
+
+
+def served_by(row) -> dict[str, str]:
+    """How the trace's request was served, as ``llmops.*`` metadata: only what is set (a completion
+    that came in through OTLP or Kafka has none of it); ``llmops.fallback`` only when it fell back."""
+    out = {}
+    for col, key in SERVED_BY_KEYS.items():
+        value = row[col]
+        if col == "fallback":
+            value = "true" if value else ""
+        elif col in ("route_revision", "deployment_version"):
+            value = str(value) if row["route" if col == "route_revision" else "deployment"] else ""
+        elif col == "attempts":
+            value = str(value) if value else ""
+        if value:
+            out[key] = value
+    return out
+
+
 def _summary(row) -> tracing_pb2.TraceSummary:
     usage = common_pb2.Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
                              total_tokens=row["prompt_tokens"] + row["completion_tokens"])
@@ -350,7 +384,7 @@ def _summary(row) -> tracing_pb2.TraceSummary:
         user_id=row["user_id"], prompt=row["prompt"], answer=row["answer"], usage=usage,
         prompt_template=row["prompt_template"], prompt_version=row["prompt_version"],
         finish_reason=row["finish_reason"], span_count=row["span_count"],
-        metadata=json.loads(row["metadata_json"] or "{}"), status=row["status"],
+        metadata={**json.loads(row["metadata_json"] or "{}"), **served_by(row)}, status=row["status"],
     )
 
 

@@ -18,6 +18,8 @@ from llmops.v1 import common_pb2, events_pb2, tracing_pb2
 
 MAX_PAGE = 1000
 MAX_RUN_NAME = 200
+ARMS = ("primary", "canary", "shadow")
+SERVED_BY_TERMS = ("route:", "deployment:", "arm:")
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,40 @@ class FeedbackIn:
     name: str = ""
 
 
+def served_by_filter(q: TraceQuery) -> TraceQuery:
+    """``q`` with its ``model`` filter read as how the request was served, when it is written so:
+    whitespace-separated terms ``route:NAME``, ``deployment:NAME`` or ``deployment:NAME@VERSION``,
+    ``arm:primary|canary|shadow`` and ``model:NAME`` (e.g. ``"deployment:smol@2 arm:canary"``).
+    Any other ``model`` is a model name, matched exactly as before. (ListTracesRequest has no
+    fields of its own for these; the filter rides on ``model``.)"""
+    text = q.model.strip()
+    if not text.startswith(SERVED_BY_TERMS):
+        return q
+    found: dict[str, object] = {"model": "", "route": "", "deployment": "", "deployment_version": 0, "arm": ""}
+    for term in text.split():
+        key, sep, value = term.partition(":")
+        if not sep or key not in ("route", "deployment", "arm", "model"):
+            raise InvalidArgument(f"model filter term {term!r}: use route:NAME, deployment:NAME[@VERSION], "
+                                  f"arm:{'|'.join(ARMS)} or model:NAME")
+        if not value:
+            raise InvalidArgument(f"model filter term {term!r} has no value")
+        if found[key]:
+            raise InvalidArgument(f"model filter names {key} twice")
+        if key == "deployment" and "@" in value:
+            value, _, version = value.partition("@")
+            if not value or not version.isdigit() or int(version) < 1:
+                raise InvalidArgument(f"model filter term {term!r}: the version after @ is a number from 1")
+            found["deployment_version"] = int(version)
+        if key == "arm" and value not in ARMS:
+            raise InvalidArgument(f"model filter term {term!r}: arm is one of {', '.join(ARMS)}")
+        found[key] = value
+    return replace(q, **found)
+
+
 def checked_query(q: TraceQuery) -> TraceQuery:
     """``q`` with its page size resolved, or INVALID_ARGUMENT for a filter that cannot hold."""
     size = page_size(q.page_size, MAX_PAGE)
+    q = served_by_filter(q)
     if q.start_us and q.end_us and q.end_us <= q.start_us:
         raise InvalidArgument("end_time must be after start_time")
     lo, hi = q.min_score, q.max_score

@@ -149,6 +149,10 @@ def score_span(ev: events_pb2.ScoreEvent, resource: Resource, fallback_ns: int) 
     span_attrs = {**attrs, "llmops.evaluator": sc.evaluator, "llmops.evaluator.version": sc.version,
                   "llmops.tier": ev.tier, "gen_ai.request.model": ev.model,
                   "llmops.prompt_template": ev.prompt_template, "llmops.prompt_version": ev.prompt_version}
+    if ev.deployment:   # served through a route: which deployment version (and arm) the score judges
+        span_attrs.update({"llmops.route": ev.route, "llmops.route_revision": ev.route_revision,
+                           "llmops.deployment": ev.deployment, "llmops.deployment_version": ev.deployment_version,
+                           "llmops.arm": ev.arm})
     return ReadableSpan(
         name=f"evaluation {sc.name}", context=_ctx(ev.trace_id, score_span_id(ev)),
         parent=_ctx(ev.trace_id, ev.span_id) if ev.span_id else None, resource=resource, attributes=span_attrs,
