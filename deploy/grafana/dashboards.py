@@ -84,6 +84,35 @@ OVERVIEW = [
     Panel("Generation latency by model (p95)", (
         q(f"histogram_quantile(0.95, sum by (le, model) (rate(llmops_generation_duration_seconds_bucket{MODEL}[{RI}])))",
           "{{model}}"),), "s"),
+    # routes: which deployment version served, on which arm, and what it took
+    Panel("Route requests per second by deployment version and arm", (
+        q(f"sum by (route, deployment, version, arm, outcome) (rate(llmops_route_requests_total[{RI}]))",
+          "{{route}} {{deployment}} v{{version}} {{arm}} {{outcome}}"),), "reqps",
+          description="By the deployment version that answered (a fallback's, when it fell back); "
+                      "shadow copies are not requests: see Shadow copies."),
+    Panel("Route error ratio by deployment version and arm", (
+        q(f"""(sum by (route, deployment, version, arm) (rate(llmops_route_requests_total{{outcome="error"}}[{RI}]))
+              or sum by (route, deployment, version, arm) (rate(llmops_route_requests_total[{RI}])) * 0)
+              / sum by (route, deployment, version, arm) (rate(llmops_route_requests_total[{RI}]))""",
+          "{{route}} {{deployment}} v{{version}} {{arm}}"),), "percentunit",
+          description="Requests that failed after every retry and fallback; a canary's error limit reads the same."),
+    Panel("Attempts per second by deployment version and outcome", (
+        q(f"sum by (route, deployment, version, outcome) (rate(llmops_route_attempts_total[{RI}]))",
+          "{{route}} {{deployment}} v{{version}} {{outcome}}"),), "ops",
+          description="Every attempt, retries and fallbacks included: unavailable, timeout, rate_limited, error, "
+                      "deadline; circuit_open = skipped while its circuit breaker is open."),
+    Panel("Fallbacks per second by route", (
+        q(f"sum by (route) (rate(llmops_route_fallbacks_total[{RI}])) or vector(0)", "{{route}}"),), "reqps",
+          description="Requests answered by a fallback deployment instead of their arm's own."),
+    Panel("Circuit breakers open", (
+        q("sum by (deployment, version) (llmops_circuit_open) or vector(0)", "{{deployment}} v{{version}}"),),
+          "short", description="Inference replicas on which the deployment version's circuit breaker is open "
+                               "(its attempts are skipped until the cooldown ends)."),
+    Panel("Shadow copies per second by deployment version and outcome", (
+        q(f"sum by (route, deployment, version, outcome) (rate(llmops_shadow_requests_total[{RI}])) or vector(0)",
+          "{{route}} {{deployment}} v{{version}} {{outcome}}"),), "ops",
+          description="Copies of requests sent to a route's shadow; skipped = not sent because the shadow was busy. "
+                      "Their answers are judged (Quality: judge score by deployment version), never returned."),
 ]
 
 QUALITY = [
@@ -93,6 +122,11 @@ QUALITY = [
     Panel("Judge score mean by model and prompt version", (
         q(mean("llmops_judge_score", "metric, model, prompt_version", MODEL), "{{metric}} {{model}} v{{prompt_version}}"),),
           "short"),
+    Panel("Judge score mean by deployment version", (
+        q(mean("llmops_judge_score", "metric, deployment, deployment_version", MODEL),
+          "{{metric}} {{deployment}} v{{deployment_version}}"),), "short",
+          description="By the deployment version that answered (shadows included), so a canary's scores sit beside "
+                      "the primary's; an empty deployment = a completion that came in through OTLP or Kafka."),
     Panel("Judge score distribution (p10, p50)", (
         q(f"histogram_quantile(0.1, sum by (le, metric) (rate(llmops_judge_score_bucket[{RI}])))", "p10 {{metric}}"),
         q(f"histogram_quantile(0.5, sum by (le, metric) (rate(llmops_judge_score_bucket[{RI}])))", "p50 {{metric}}"),
@@ -173,8 +207,10 @@ PIPELINE = [
 ]
 
 DASHBOARDS = {
-    "overview": ("llmops / Overview", "Traffic, latency, errors, tokens and cost by model", OVERVIEW),
-    "quality": ("llmops / Quality", "Judge scores by evaluator, model and prompt version; feedback; retrieval", QUALITY),
+    "overview": ("llmops / Overview", "Traffic, latency, errors, tokens and cost by model; routes by deployment "
+                 "version and arm: attempts, fallbacks, circuit breakers, shadow copies", OVERVIEW),
+    "quality": ("llmops / Quality", "Judge scores by evaluator, model, prompt version and deployment version; "
+                "feedback; retrieval", QUALITY),
     "drift": ("llmops / Drift", "Evidently drift monitors and retrain events", DRIFT),
     "pipeline": ("llmops / Pipeline", "Kafka: consumer lag, DLQ, undelivered events, broker health", PIPELINE),
 }

@@ -156,8 +156,9 @@ def test_dashboards_read_exported_metrics_from_the_provisioned_datasource():
 
 @pytest.mark.parametrize("board,needs", [
     ("overview", ["llmops_grpc_requests_total", "llmops_grpc_request_duration_seconds_bucket", "llmops_tokens_total",
-                  "llmops_cost_usd_total"]),
-    ("quality", ["llmops_judge_score_sum", "llmops_feedback_score", "prompt_version"]),
+                  "llmops_cost_usd_total", "llmops_route_requests_total", "llmops_route_attempts_total",
+                  "llmops_route_fallbacks_total", "llmops_circuit_open", "llmops_shadow_requests_total"]),
+    ("quality", ["llmops_judge_score_sum", "llmops_feedback_score", "prompt_version", "deployment_version"]),
     ("drift", ["llmops_drift_share", "llmops_drift_feature_drifted", "llmops_retrain_events_total"]),
     ("pipeline", ["llmops_consumer_lag_messages", "llmops_dlq_messages_total", "llmops_events_undelivered_total",
                   "llmops_broker_up"]),
