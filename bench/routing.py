@@ -339,6 +339,15 @@ def failover_rounds(url: str, body: bytes, a: Killable, rounds: int, rate: float
     return out
 
 
+def litellm_models(url_u: str, url_a: str, url_b: str, attempt_timeout_s: float) -> list[dict]:
+    def entry(name: str, url: str, **params) -> dict:
+        return {"model_name": name, "litellm_params": {"model": f"openai/{MODEL}", "api_base": f"{url}/v1",
+                                                       "api_key": "none", **params}}
+
+    return [entry(MODEL, url_u), entry(ROUTE, url_a, timeout=attempt_timeout_s),
+            entry(f"{ROUTE}-fallback", url_b, timeout=attempt_timeout_s)]
+
+
 # -- llmops routes -----------------------------------------------------------------------------------
 def set_up_route(client: Client, primary: tuple[str, str], fallback: tuple[str, str] | None,
                  attempt_timeout_s: float, threshold: int, cooldown_s: float) -> str | None:
@@ -386,12 +395,14 @@ def run(concurrencies: tuple[int, ...] = (1, 8, 32), seconds: float = 3.0, slice
                                     "(calls are not paired)"}
     with contextlib.ExitStack() as es:
         url_u, _ = es.enter_context(instant_upstream("U", free_port(), work))
-        b = Killable("B", free_port(), work)
+        a, b = Killable("A", free_port(), work), Killable("B", free_port(), work)
+        es.callback(a.close)
         es.callback(b.close)
-        url_b = b.start()
-        ll_url = es.enter_context(litellm_proxy(
-            [{"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": f"{url_u}/v1",
-                                                       "api_key": "none"}}], work / "litellm"))
+        url_a, url_b = a.start(), b.start()
+        # one LiteLLM proxy: MODEL for the overhead, ROUTE (A, falling back to B) for the failover
+        ll_url = es.enter_context(litellm_proxy(litellm_models(url_u, url_a, url_b, attempt_timeout_s), work / "litellm",
+                                                {"fallbacks": [{ROUTE: [f"{ROUTE}-fallback"]}], "num_retries": 0,
+                                                 "allowed_fails": threshold - 1, "cooldown_time": cooldown_s}))
         s = bench_settings(model_backend="openai", openai_base_url=f"{url_u}/v1", model_name=MODEL)
         stack = Stack(s, services=("inference",), on_progress=lambda m: print("  ", m))
         asyncio.run(stack.start())
@@ -403,7 +414,7 @@ def run(concurrencies: tuple[int, ...] = (1, 8, 32), seconds: float = 3.0, slice
                    "llmops": f"{gw}/v1/chat/completions"}
         bodies = {name: chat_body(MODEL) for name in targets}
 
-        # the route's overhead on an upstream of its own (B), so that A's counts stay the other paths'
+        # the route's overhead on an upstream of its own (B), so that U's counts stay the other paths'
         route_error = set_up_route(client, ("bench-b", url_b), None, attempt_timeout_s, threshold, cooldown_s)
         if route_error is None:
             wait_route_served(gw)
@@ -417,20 +428,22 @@ def run(concurrencies: tuple[int, ...] = (1, 8, 32), seconds: float = 3.0, slice
         extra["upstream_calls"] = upstream_calls(measured, before, after)
         extra["upstream_calls_warm_up"] = {k: v["requests"] for k, v in before.items()}
 
+        failover: dict = {}
         if route_error is None:
-            a2 = Killable("A", free_port(), work)
-            es.callback(a2.close)
-            url_a2 = a2.start()
-            error = set_up_route(client, ("bench-a", url_a2), ("bench-b", url_b), attempt_timeout_s, threshold,
+            error = set_up_route(client, ("bench-a", url_a), ("bench-b", url_b), attempt_timeout_s, threshold,
                                  cooldown_s)
             if error is not None:
                 raise RuntimeError(f"SetRoute with a fallback failed: {error}")
             wait_route_served(gw)
-            print(f"   failover: {failover_rounds_n} kills of the primary at {rate:.0f} requests/s")
-            fo = failover_rounds(f"{gw}/v1/chat/completions", chat_body(ROUTE), a2, failover_rounds_n, rate, 0.5)
-            extra["failover"] = failover_summary(fo, rate, attempt_timeout_s, threshold, cooldown_s)
+            gateways = {"llmops": gw, "litellm": ll_url}
         else:
-            extra["failover"] = {"skipped": f"the inference service has no routes yet: {route_error}"}
+            failover["llmops"] = {"skipped": f"the inference service has no routes yet: {route_error}"}
+            gateways = {"litellm": ll_url}
+        for name, url in gateways.items():
+            print(f"   failover through {name}: {failover_rounds_n} kills of the primary at {rate:.0f} requests/s")
+            fo = failover_rounds(f"{url}/v1/chat/completions", chat_body(ROUTE), a, failover_rounds_n, rate, 0.5)
+            failover[name] = failover_summary(fo, rate, attempt_timeout_s, threshold, cooldown_s)
+        extra["failover"] = failover
 
     rows, goal = [], {}
     for c, by in measured.items():
@@ -460,12 +473,14 @@ def run(concurrencies: tuple[int, ...] = (1, 8, 32), seconds: float = 3.0, slice
             print(f"   {name}: {calls[name]['per_request']:.3f} upstream calls per request {calls[name]['paths']}")
     print(f"   new connections to the upstream during the measurement: {calls['new_upstream_connections_on_U']} "
           f"for {calls['requests_on_U']} requests")
-    fo = extra["failover"]
-    if "skipped" in fo:
-        print(f"   failover: skipped ({fo['skipped']})")
-    else:
-        print(f"   failover (kill -> first answer from the fallback): p50 {fo['p50_ms']:.1f} ms, p99 {fo['p99_ms']:.1f} ms "
-              f"over {fo['rounds']} kills; {fo['failed_requests']} of {fo['requests']} requests failed")
+    for name, fo in extra["failover"].items():
+        if "skipped" in fo:
+            print(f"   failover through {name}: skipped ({fo['skipped']})")
+        else:
+            print(f"   failover through {name} (SIGKILL of the primary -> first answer from the fallback): "
+                  f"p50 {fo['p50_ms']:.1f} ms, p99 {fo['p99_ms']:.1f} ms over {fo['rounds']} kills "
+                  f"({fo['missed_rounds']} without a fallback answer); {fo['failed_requests']} of {fo['requests']} "
+                  f"requests failed; back on the primary {fo['recovery_p50_ms']:.0f} ms (p50) after its restart")
     print(f"   goal (llmops adds less than LiteLLM at p50 and p99): {'met' if extra['goal_met'] else 'NOT met'} {goal}")
     return extra
 
