@@ -12,6 +12,7 @@ from llmops.backends.protocol import Generation, ModelLimits, TokenOut
 from llmops.common.errors import Unavailable
 from llmops.common.http import HttpDoor
 from llmops.inference.engine import InferenceEngine
+from llmops.inference.router import Router
 from llmops.inference.gateway import OpenAIGateway
 from llmops.inference.prompts import PromptRegistry
 from llmops.v1 import common_pb2, events_pb2
@@ -82,7 +83,7 @@ class DownRetrieval:
 @pytest.fixture
 def gateway(tmp_path):
     backend, publisher = GatedBackend(), ListPublisher()
-    engine = InferenceEngine({"gated": backend}, "gated", PromptRegistry(tmp_path / "prompts.db"), DownRetrieval(),
+    engine = InferenceEngine(Router.of_backends({"gated": backend}, "gated"), PromptRegistry(tmp_path / "prompts.db"), DownRetrieval(),
                              publisher)
     door = HttpDoor("test gateway", OpenAIGateway(engine, 16, 64 * 1024, max_concurrent=1).app(), "127.0.0.1",
                     free_port())

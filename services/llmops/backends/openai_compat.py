@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from llmops.common.errors import InvalidArgument, Unavailable
+from llmops.common.errors import InvalidArgument, RateLimited, Unavailable
 from llmops.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
                                                 TokenOut)
 from llmops.backends.tgi import chatml, estimate_tokens
@@ -224,7 +224,9 @@ class OpenAICompatBackend:
         msg = f"{self.base_url}: HTTP {resp.status_code}: {_error_message(resp)}"
         if resp.status_code in (400, 413, 422):
             return InvalidArgument(msg)
-        return Unavailable(msg)   # 401/403 (key), 404 (model), 429, 5xx: the server cannot serve us
+        if resp.status_code == 429:
+            return RateLimited(msg)
+        return Unavailable(msg)   # 401/403 (key), 404 (model), 5xx: the server cannot serve us
 
     def _transport_error(self, exc: httpx.TransportError) -> Unavailable:
         return Unavailable(f"the model server at {self.base_url} is unreachable or timed out: "

@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator, Sequence
 import aiohttp
 import httpx
 
-from llmops.common.errors import InvalidArgument, Unavailable
+from llmops.common.errors import InvalidArgument, RateLimited, Unavailable
 from llmops.backends.protocol import (ChatTurn, Generation, GenerationParams, ModelLimits,
                                                 TokenOut)
 
@@ -154,6 +154,8 @@ class TgiBackend:
 
         if isinstance(exc, (errors.ValidationError, errors.BadRequestError)):
             return InvalidArgument(str(exc))
+        if isinstance(exc, errors.RateLimitExceededError):
+            return RateLimited(f"TGI at {self.url} is rate limiting: {exc}")
         if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
             return Unavailable(f"TGI at {self.url} is unreachable or timed out: {type(exc).__name__}: {exc}")
         return Unavailable(f"TGI at {self.url} failed: {type(exc).__name__}: {exc}")
@@ -210,7 +212,7 @@ class TgiBackend:
                 if attempt == 0 and not tokens and self._learn_top_n_cap(exc, params):
                     continue
                 raise self._mapped(exc) from exc
-            except (InvalidArgument, Unavailable):
+            except (InvalidArgument, Unavailable, RateLimited):
                 raise
             except Exception as exc:
                 raise self._mapped(exc) from exc

@@ -78,12 +78,18 @@ class ConfigFeed:
         self._kafka.assign(tps)
         await self._kafka.seek_to_beginning(*tps)
         ends = await self._kafka.end_offsets(tps)
-        while any(await self._kafka.position(tp) < end for tp, end in ends.items()):
+        while not await self._caught_up(ends):
             if loop.time() > deadline:
                 raise TimeoutError(f"{self.name}: could not read {self.topic} to its end in {timeout_s:.0f}s")
             await self._poll()
         log.info("%s: caught up with %s (%d records applied)", self.name, self.topic, self.applied)
         self._task = asyncio.create_task(self._follow(), name=self.name)
+
+    async def _caught_up(self, ends: dict) -> bool:
+        for tp, end in ends.items():
+            if await self._kafka.position(tp) < end:
+                return False
+        return True
 
     async def _follow(self) -> None:
         from aiokafka.errors import KafkaError

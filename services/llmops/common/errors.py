@@ -30,3 +30,11 @@ class ResourceExhausted(LlmopsError):
 
 class AlreadyExists(LlmopsError):
     code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class RateLimited(ResourceExhausted):
+    """A model server answered 429: retried by a route that retries ``rate_limited``."""
+
+
+class DeadlineExceeded(LlmopsError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

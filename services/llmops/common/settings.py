@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     prompt_db: str = Field("", description="SQLite file of the prompt template registry. Empty: <data_dir>/prompts.db.")
     inference_http_port: int = Field(8000, ge=0, description="Port of the OpenAI-compatible HTTP gateway of inference (`/v1/chat/completions`, `/v1/completions`, `/v1/models`); 0: off.")
     inference_http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body the OpenAI-compatible gateway reads; larger ones get 413.")
+    deployment_db: str = Field("", description="SQLAlchemy URL or SQLite path of the deployment store (deployment versions, route revisions). Share one PostgreSQL among replicas that take admin writes. Empty: <data_dir>/deployments.db.")
+    shadow_max_concurrent: int = Field(4, ge=1, description="Shadow copies an inference replica runs at once; more are skipped and counted (`llmops_shadow_requests_total{outcome=\"skipped\"}`), never queued behind live traffic.")
     inference_http_max_concurrent: int = Field(128, ge=1, description="Requests the OpenAI-compatible gateway runs at once; more get 429 with Retry-After.")
 
     # --- retrieval -----------------------------------------------------------------------
@@ -259,6 +261,10 @@ class Settings(BaseSettings):
     @property
     def resolved_prompt_db(self) -> Path:
         return Path(self.prompt_db) if self.prompt_db else self.data_dir / "prompts.db"
+
+    @property
+    def deployment_db_url(self) -> str:
+        return sql_url(self.deployment_db or str(self.data_dir / "deployments.db"))
 
     @property
     def drift_db_url(self) -> str:

@@ -1,8 +1,10 @@
 """InferenceService: protobuf in, engine call, protobuf out."""
 from __future__ import annotations
 
+from llmops.common.errors import FailedPrecondition
 from llmops.common.server import incoming_trace
 from llmops.backends.protocol import ChatTurn
+from llmops.inference.deployment_admin import DeploymentAdmin
 from llmops.inference.engine import GenerateInput, GenerateResult, InferenceEngine, RetrievalRequest
 from llmops.inference.params import validate_parameters
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
@@ -12,7 +14,8 @@ DEFAULT_RAG_TOP_K = 3
 DEFAULT_ALPHA = 0.5
 
 
-def to_input(req: inference_pb2.GenerateRequest, default_max_new_tokens: int) -> GenerateInput:
+def to_input(req: inference_pb2.GenerateRequest, default_max_new_tokens: int,
+             deadline_s: float | None = None) -> GenerateInput:
     params = validate_parameters(req.parameters, default_max_new_tokens)
     retrieval = None
     if req.retrieval.enabled:
@@ -25,7 +28,8 @@ def to_input(req: inference_pb2.GenerateRequest, default_max_new_tokens: int) ->
         params=params, retrieval=retrieval, session_id=req.session_id, user_id=req.user_id,
         metadata=dict(req.metadata), template_name=req.prompt_template,
         template_version=req.prompt_version if req.HasField("prompt_version") else None,
-        parent=incoming_trace.get(),
+        parent=incoming_trace.get(), deadline_s=deadline_s,
+        explicit=frozenset(f.name for f, _ in req.parameters.ListFields()),
     )
 
 
@@ -35,6 +39,8 @@ def to_response(res: GenerateResult) -> inference_pb2.GenerateResponse:
         usage=res.usage(), contexts=res.contexts, latency_ms=res.latency_ms, prompt_template=res.template.name,
         prompt_version=res.template.version,
         tokens=[inference_pb2.TokenLogprob(id=t.id, text=t.text, logprob=t.logprob) for t in res.tokens],
+        deployment=res.deployment, deployment_version=res.deployment_version, arm=res.arm, attempts=res.attempts,
+        route_revision=res.route_revision,
     )
 
 
@@ -43,19 +49,36 @@ def template_pb(t: PromptTemplate) -> inference_pb2.PromptTemplate:
                                         labels=list(t.labels), created_at=t.created_at)
 
 
+def _remaining(context) -> float | None:
+    """What is left of the client's gRPC deadline, less a margin so the answer gets back in time."""
+    left = context.time_remaining()
+    return None if left is None else max(0.0, left - CLIENT_DEADLINE_MARGIN_S)
+
+
+CLIENT_DEADLINE_MARGIN_S = 0.02
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, engine: InferenceEngine, prompts: PromptRegistry, default_max_new_tokens: int) -> None:
+    def __init__(self, engine: InferenceEngine, prompts: PromptRegistry, default_max_new_tokens: int,
+                 admin: DeploymentAdmin | None = None) -> None:
         self.engine = engine
         self.prompts = prompts
         self.default_max_new_tokens = default_max_new_tokens
+        self.admin = admin
+
+    def _admin(self) -> DeploymentAdmin:
+        if self.admin is None:
+            raise FailedPrecondition("this inference server has no deployment registry")
+        return self.admin
 
     async def Generate(self, request, context):
-        res = await self.engine.generate(to_input(request, self.default_max_new_tokens))
+        res = await self.engine.generate(to_input(request, self.default_max_new_tokens, _remaining(context)))
         return to_response(res)
 
     async def GenerateStream(self, request, context):
         index = 0
-        async for item in self.engine.generate_stream(to_input(request, self.default_max_new_tokens)):
+        async for item in self.engine.generate_stream(to_input(request, self.default_max_new_tokens,
+                                                                _remaining(context))):
             if isinstance(item, GenerateResult):
                 yield inference_pb2.GenerateStreamResponse(trace_id=item.trace_id, index=index, final=True,
                                                            summary=to_response(item))
@@ -65,15 +88,46 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def ListModels(self, request, context):
         out = []
-        for name, b in sorted(self.engine.backends.items()):
-            lim = b.limits()
-            out.append(inference_pb2.ModelInfo(id=name, backend=b.kind, max_input_tokens=lim.max_input_tokens,
+        router = self.engine.router
+        for name in router.route_names():
+            d = router.primary_of(name)
+            lim = (await router.backend(d)).limits()
+            out.append(inference_pb2.ModelInfo(id=name, backend=d.backend, max_input_tokens=lim.max_input_tokens,
                                                max_total_tokens=lim.max_total_tokens,
-                                               is_default=name == self.engine.default_model))
+                                               is_default=name == router.default_route))
         return inference_pb2.ListModelsResponse(models=out)
 
     async def ListPromptTemplates(self, request, context):
         return inference_pb2.ListPromptTemplatesResponse(templates=[template_pb(t) for t in self.prompts.list(request.name)])
 
     async def RegisterPromptTemplate(self, request, context):
-        return template_pb(self.prompts.register(request.name, request.system, request.user, list(request.labels)))
+        if self.admin is None:
+            return template_pb(self.prompts.register(request.name, request.system, request.user, list(request.labels)))
+        return template_pb(await self.admin.register_prompt(request.name, request.system, request.user,
+                                                            list(request.labels)))
+
+    # -- deployments and routes ----------------------------------------------------------------
+    async def RegisterDeployment(self, request, context):
+        return await self._admin().register_deployment(request, request.created_by)
+
+    async def GetDeployment(self, request, context):
+        return await self._admin().get_deployment(request)
+
+    async def ListDeployments(self, request, context):
+        return inference_pb2.ListDeploymentsResponse(
+            deployments=await self._admin().list_deployments(request.name, request.all_versions))
+
+    async def SetRoute(self, request, context):
+        return await self._admin().set_route(request.route, request.changed_by, request.reason)
+
+    async def GetRoute(self, request, context):
+        return await self._admin().get_route(request.name, request.revision)
+
+    async def ListRoutes(self, request, context):
+        return inference_pb2.ListRoutesResponse(routes=await self._admin().list_routes(request.name))
+
+    async def Rollback(self, request, context):
+        return await self._admin().rollback(request.route, request.to_revision, request.changed_by, request.reason)
+
+    async def SetPromptLabel(self, request, context):
+        return template_pb(await self._admin().set_prompt_label(request.name, request.version, request.label))

@@ -8,20 +8,25 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, ContextManager
+import math
+from typing import AsyncIterator, Awaitable, Callable, ContextManager
 
 
 from llmops.common import metrics
 from llmops.common.bus import EventPublisher
 from llmops.common.envelope import traceparent
-from llmops.common.errors import InvalidArgument, NotFound
+from llmops.common.errors import DeadlineExceeded, InvalidArgument, NotFound, RateLimited, Unavailable
 from llmops.common.logging import trace_context
 from llmops.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend, TokenOut
-from llmops.common.pricing import PriceTable
+from llmops.common.pricing import ModelPrice, PriceTable
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
+from llmops.inference.params import with_defaults
 from llmops.inference.retrieval_client import RetrievalClient
+from llmops.inference.router import Router
+from llmops.inference.routing import (ARM_PRIMARY, ARM_SHADOW, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Plan,
+                                      key_of)
 from llmops.common.spans import SpanRecorder, new_trace_id
-from llmops.v1 import common_pb2, events_pb2
+from llmops.v1 import common_pb2, events_pb2, inference_pb2
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class GenerateInput:
     template_version: int | None = None
     parent: tuple[str, str] | None = None   # (trace_id, span_id) from the caller's traceparent; span_id "": a root
     attributes: dict[str, str] = field(default_factory=dict)   # extra attributes of the root span (the door)
+    deadline_s: float | None = None   # time the client still waits (its gRPC deadline); None: no deadline
+    explicit: frozenset[str] | None = None   # parameters the client set (None: those not None)
 
 
 @dataclass
@@ -70,6 +77,13 @@ class GenerateResult:
     template: PromptTemplate
     tokens: list[TokenOut]
     cost_usd: float | None = None   # None: the model has no price
+    deployment: str = ""            # the deployment version that answered
+    deployment_version: int = 0
+    arm: str = ARM_PRIMARY
+    attempts: int = 1
+    route_revision: int = 0
+    fallback: bool = False
+    shadow_of: str = ""
 
     def usage(self) -> common_pb2.Usage:
         u = common_pb2.Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
@@ -81,22 +95,49 @@ class GenerateResult:
 
 @dataclass
 class _Prepared:
+    """The request rendered for one deployment (its backend's chat template, its prompt)."""
+    deployment: inference_pb2.Deployment
     backend: ModelBackend
     template: PromptTemplate
-    question: str
     rendered: str
-    contexts: list[common_pb2.Context]
     prompt_tokens: int
+    params: GenerationParams
+
+
+@dataclass
+class _Served:
+    gen: Generation
+    prep: _Prepared
+    attempts: int
+    fallback: bool
+
+
+class _AttemptTimeout(Exception):
+    pass
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, _AttemptTimeout):
+        return TIMEOUT
+    if isinstance(exc, RateLimited):
+        return RATE_LIMITED
+    if isinstance(exc, Unavailable):
+        return UNAVAILABLE
+    return "error"
 
 
 class InferenceEngine:
-    def __init__(self, backends: dict[str, ModelBackend], default_model: str, prompts: PromptRegistry,
-                 retrieval: RetrievalClient | None, publisher: EventPublisher, topic_prefix: str = "llmops.",
-                 busy: Callable[[], ContextManager] = contextlib.nullcontext, prices: PriceTable | None = None) -> None:
-        if default_model not in backends:
-            raise ValueError(f"default model {default_model!r} is not among the backends")
-        self.backends = backends
-        self.default_model = default_model
+    """Serves a request over its route's plan: the arm (primary or canary), then each candidate
+    deployment in order, each with the route's retries (exponential backoff, full jitter), a
+    per-attempt timeout and the request's deadline (the route's, and the client's gRPC deadline);
+    a deployment whose circuit is open is skipped. Every attempt is a span. A shadow copy, when
+    the route samples one, runs after the answer is ready, on its own trace."""
+
+    def __init__(self, router: Router, prompts: PromptRegistry, retrieval: RetrievalClient | None,
+                 publisher: EventPublisher, topic_prefix: str = "llmops.",
+                 busy: Callable[[], ContextManager] = contextlib.nullcontext, prices: PriceTable | None = None,
+                 max_shadows: int = 4, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.router = router
         self.prompts = prompts
         self.retrieval = retrieval
         self.publisher = publisher
@@ -104,12 +145,13 @@ class InferenceEngine:
         self.completions_topic = f"{topic_prefix}completions"
         self.prices = prices or PriceTable()
         self.busy = busy   # held while a request runs (see llmops.common.busy): local judges wait for it
+        self.max_shadows = max_shadows
+        self._shadows: set[asyncio.Task] = set()
+        self._sleep = sleep
 
-    def backend(self, name: str) -> ModelBackend:
-        name = name or self.default_model
-        if name not in self.backends:
-            raise NotFound(f"model {name!r} not found; available: {', '.join(sorted(self.backends))}")
-        return self.backends[name]
+    @property
+    def default_model(self) -> str:
+        return self.router.default_route
 
     # -- validation and preparation ------------------------------------------------------------
     def _conversation(self, req: GenerateInput) -> tuple[str, list[ChatTurn]]:
@@ -129,29 +171,42 @@ class InferenceEngine:
             raise InvalidArgument("prompt is empty: set `prompt` (or `messages`) to the text to answer")
         return req.prompt, []
 
-    async def _prepare(self, req: GenerateInput, rec: SpanRecorder, root: str) -> _Prepared:
-        question, history = self._conversation(req)
-        backend = self.backend(req.model)
-        template_name = req.template_name or ("rag" if req.retrieval else "chat")
-        template = self.prompts.resolve(template_name, req.template_version)
-        contexts: list[common_pb2.Context] = []
-        if req.retrieval is not None:
-            r = req.retrieval
-            if not 0 < r.top_k <= MAX_RETRIEVAL_TOP_K:
-                raise InvalidArgument(f"retrieval.top_k must be between 1 and {MAX_RETRIEVAL_TOP_K}, got {r.top_k}")
-            if not 0.0 <= r.alpha <= 1.0:
-                raise InvalidArgument(f"retrieval.alpha must be in [0, 1], got {r.alpha}")
-            if self.retrieval is None:
-                raise InvalidArgument("retrieval is not configured on this inference server")
-            with rec.span("retrieval", root, top_k=r.top_k, alpha=r.alpha, collection=r.collection or "default",
-                          query=question[:500]) as span:
-                contexts = await self.retrieval.search(question, r.top_k, r.alpha, r.collection, r.filters,
-                                                       traceparent(rec.trace_id, span.span_id))
-                span.attributes["hits"] = str(len(contexts))
-                span.attributes["document_ids"] = ",".join(c.document_id for c in contexts)
-                if contexts:
-                    span.attributes["top_score"] = f"{contexts[0].score:.4f}"
-        with rec.span("prompt", root, template=template.name, version=template.version) as span:
+    async def _retrieve(self, req: GenerateInput, question: str, rec: SpanRecorder, root: str) -> list[common_pb2.Context]:
+        if req.retrieval is None:
+            return []
+        r = req.retrieval
+        if not 0 < r.top_k <= MAX_RETRIEVAL_TOP_K:
+            raise InvalidArgument(f"retrieval.top_k must be between 1 and {MAX_RETRIEVAL_TOP_K}, got {r.top_k}")
+        if not 0.0 <= r.alpha <= 1.0:
+            raise InvalidArgument(f"retrieval.alpha must be in [0, 1], got {r.alpha}")
+        if self.retrieval is None:
+            raise InvalidArgument("retrieval is not configured on this inference server")
+        with rec.span("retrieval", root, top_k=r.top_k, alpha=r.alpha, collection=r.collection or "default",
+                      query=question[:500]) as span:
+            contexts = await self.retrieval.search(question, r.top_k, r.alpha, r.collection, r.filters,
+                                                   traceparent(rec.trace_id, span.span_id))
+            span.attributes["hits"] = str(len(contexts))
+            span.attributes["document_ids"] = ",".join(c.document_id for c in contexts)
+            if contexts:
+                span.attributes["top_score"] = f"{contexts[0].score:.4f}"
+        return contexts
+
+    def _template(self, req: GenerateInput, d: inference_pb2.Deployment) -> PromptTemplate:
+        """The request's template if it names one, else the deployment's, else rag/chat; the
+        deployment's version applies to its own template when the request names no version."""
+        name = req.template_name or d.prompt_template or ("rag" if req.retrieval else "chat")
+        version = req.template_version
+        if version is None and d.HasField("prompt_version") and name == (d.prompt_template or name):
+            version = d.prompt_version
+        return self.prompts.resolve(name, version)
+
+    async def _prepare(self, req: GenerateInput, d: inference_pb2.Deployment, question: str, history: list[ChatTurn],
+                       contexts: list[common_pb2.Context], rec: SpanRecorder, root: str) -> _Prepared:
+        backend = await self.router.backend(d)
+        template = self._template(req, d)
+        params = with_defaults(req.params, d.default_parameters if d.HasField("default_parameters") else None,
+                               req.explicit)
+        with rec.span("prompt", root, template=template.name, version=template.version, deployment=d.name) as span:
             turns: list[ChatTurn] = []
             if template.system and not any(m.role == "system" for m in history):
                 turns.append(ChatTurn("system", template.system))
@@ -161,12 +216,12 @@ class InferenceEngine:
             prompt_tokens = backend.count_tokens(rendered)
             span.attributes["prompt_tokens"] = str(prompt_tokens)
             limits = backend.limits()
-            if prompt_tokens + req.params.max_new_tokens > limits.max_total_tokens:
+            if prompt_tokens + params.max_new_tokens > limits.max_total_tokens:
                 raise InvalidArgument(
                     f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. Given: "
-                    f"{prompt_tokens} `inputs` tokens and {req.params.max_new_tokens} `max_new_tokens`"
+                    f"{prompt_tokens} `inputs` tokens and {params.max_new_tokens} `max_new_tokens`"
                 )
-        return _Prepared(backend, template, question, rendered, contexts, prompt_tokens)
+        return _Prepared(d, backend, template, rendered, prompt_tokens, params)
 
     # -- generation ---------------------------------------------------------------------------
     async def generate(self, req: GenerateInput) -> GenerateResult:
@@ -184,56 +239,240 @@ class InferenceEngine:
         trace_id = req.parent[0] if req.parent else new_trace_id()
         rec = SpanRecorder(trace_id, "inference")
         t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
         with trace_context(trace_id), self.busy():
+            route_name = req.model or self.router.default_route
             root = rec.start("generate_stream" if stream else "generate", req.parent[1] if req.parent else "",
-                             model=req.model or self.default_model, session_id=req.session_id,
-                             user_id=req.user_id, rag=req.retrieval is not None)
+                             model=route_name, session_id=req.session_id, user_id=req.user_id,
+                             rag=req.retrieval is not None)
             root.attributes.update({k: v for k, v in req.attributes.items() if k not in root.attributes})
             error: BaseException | None = None
+            plan: Plan | None = None
+            last: inference_pb2.Deployment | None = None
+            question = ""
             try:
-                prep = await self._prepare(req, rec, root.span_id)
-                gen_span = rec.start("generation", root.span_id, model=prep.backend.name,
-                                     backend=prep.backend.kind, max_new_tokens=req.params.max_new_tokens,
-                                     sampling=req.params.sampling)
-                g0 = time.perf_counter()
-                gen: Generation | None = None
-                if stream:
-                    async for item in prep.backend.generate_stream(prep.rendered, req.params):
-                        if isinstance(item, Generation):
-                            gen = item
-                        else:
-                            yield item
-                else:
-                    gen = await prep.backend.generate(prep.rendered, req.params)
-                assert gen is not None
-                cost = self.prices.cost(prep.backend.name, gen.prompt_tokens, gen.completion_tokens)
-                rec.end(gen_span, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                        finish_reason=gen.finish_reason, **({} if cost is None else {"cost_usd": f"{cost:.8f}"}))
+                question, history = self._conversation(req)
+                plan = self.router.plan(route_name, req.session_id, req.user_id)
+                root.attributes.update(route=plan.route.name, route_revision=str(plan.route.revision), arm=plan.arm)
+                deadline = self._deadline(plan.route, req, loop.time())
+                contexts = await self._retrieve(req, question, rec, root.span_id)
+                served: _Served | None = None
+                async for item in self._serve(plan, req, question, history, contexts, rec, root.span_id, deadline,
+                                              stream):
+                    if isinstance(item, _Served):
+                        served = item
+                    elif isinstance(item, inference_pb2.Deployment):
+                        last = item
+                    else:
+                        yield item
+                assert served is not None
+                gen, prep = served.gen, served.prep
+                d = prep.deployment
                 latency_ms = (time.perf_counter() - t0) * 1000
-                metrics.GENERATION_LATENCY.labels(prep.backend.name).observe(time.perf_counter() - g0)
-                metrics.TOKENS.labels(prep.backend.name, "prompt").inc(gen.prompt_tokens)
-                metrics.TOKENS.labels(prep.backend.name, "completion").inc(gen.completion_tokens)
-                if cost is not None:
-                    metrics.COST.labels(prep.backend.name).inc(cost)
+                cost = self._cost(d, route_name, gen)
                 result = GenerateResult(
-                    trace_id=trace_id, text=gen.text, model=prep.backend.name, finish_reason=gen.finish_reason,
+                    trace_id=trace_id, text=gen.text, model=route_name, finish_reason=gen.finish_reason,
                     prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                    contexts=prep.contexts, latency_ms=latency_ms, template=prep.template, tokens=gen.tokens,
-                    cost_usd=cost,
+                    contexts=contexts, latency_ms=latency_ms, template=prep.template, tokens=gen.tokens,
+                    cost_usd=cost, deployment=d.name, deployment_version=d.version, arm=plan.arm,
+                    attempts=served.attempts, route_revision=plan.route.revision, fallback=served.fallback,
                 )
                 rec.end(root, prompt_template=prep.template.name, prompt_version=prep.template.version,
-                        finish_reason=gen.finish_reason, latency_ms=f"{latency_ms:.1f}")
-                self._publish_completion(req, prep, result, root.span_id)
+                        finish_reason=gen.finish_reason, latency_ms=f"{latency_ms:.1f}", deployment=d.name,
+                        deployment_version=d.version, attempts=served.attempts)
+                metrics.ROUTE_REQUESTS.labels(route_name, d.name, str(d.version), plan.arm, "ok").inc()
+                if served.fallback:
+                    metrics.ROUTE_FALLBACKS.labels(route_name).inc()
+                self._publish_completion(req, question, prep, result, root.span_id)
+                if plan.shadow is not None:
+                    self._start_shadow(plan, req, question, history, contexts, trace_id)
                 yield result
             except (GeneratorExit, asyncio.CancelledError):
                 error = RequestCancelled("the client went away before the response was complete")
                 raise
             except BaseException as exc:
                 error = exc
+                if plan is not None and not isinstance(exc, (InvalidArgument, NotFound)):
+                    d = last or plan.candidates[0]
+                    metrics.ROUTE_REQUESTS.labels(route_name, d.name, str(d.version), plan.arm, "error").inc()
+                    if plan.route.HasField("canary"):   # a rollout counts failed requests per arm
+                        self._publish_failure(req, question, plan, d, exc, rec.trace_id, root.span_id,
+                                              (time.perf_counter() - t0) * 1000)
                 raise
             finally:
                 rec.close_open(error)
                 self._publish_spans(rec, root.span_id)
+
+    @staticmethod
+    def _deadline(route: inference_pb2.Route, req: GenerateInput, now: float) -> float:
+        """When the request must end (loop time): the route's deadline and the client's, the sooner."""
+        limits = [x for x in (route.deadline_s or None, req.deadline_s) if x is not None]
+        return now + min(limits) if limits else math.inf
+
+    async def _serve(self, plan: Plan, req: GenerateInput, question: str, history: list[ChatTurn],
+                     contexts: list[common_pb2.Context], rec: SpanRecorder, root: str, deadline: float,
+                     stream: bool) -> AsyncIterator:
+        """Try each candidate deployment with the route's retries; yields the deployment being tried
+        (for the failure accounting), tokens when streaming, and finally a :class:`_Served`.
+        Retries and fallbacks happen only before the first token is out."""
+        loop = asyncio.get_running_loop()
+        route = plan.route
+        failures: list[str] = []
+        bugs: list[BaseException] = []   # failures that are not a backend being away: re-raised as they are
+        attempts = 0
+        for n_candidate, d in enumerate(plan.candidates):
+            yield d
+            label = (route.name, d.name, str(d.version))
+            if not self.router.allow(d):
+                metrics.ROUTE_ATTEMPTS.labels(*label, "circuit_open").inc()
+                span = rec.start("generation", root, deployment=d.name, deployment_version=d.version,
+                                 backend=d.backend, arm=plan.arm, outcome="circuit_open", wait_ms="0")
+                rec.end(span)
+                failures.append(f"{d.name}@{d.version}: circuit open")
+                continue
+            prep = await self._prepare(req, d, question, history, contexts, rec, root)
+            for n in range(1, plan.retry.attempts + 1):
+                wait = plan.retry.backoff(n - 1, self.router.rng) if n > 1 else 0.0
+                if loop.time() + wait >= deadline:
+                    metrics.ROUTE_ATTEMPTS.labels(*label, "deadline").inc()
+                    raise DeadlineExceeded(
+                        f"route {route.name!r}: the deadline passed after {attempts} attempt(s) "
+                        f"({'; '.join(failures) or 'none finished'}); not retried past it")
+                if wait:
+                    await self._sleep(wait)
+                attempts += 1
+                budget = deadline - loop.time()
+                timeout = min(route.attempt_timeout_s or math.inf, budget)
+                span = rec.start("generation", root, deployment=d.name, deployment_version=d.version, backend=d.backend,
+                                 arm=plan.arm, attempt=n, wait_ms=f"{wait * 1000:.1f}",
+                                 fallback=n_candidate > 0)
+                g0 = time.perf_counter()
+                tokens_out = 0
+                try:
+                    gen: Generation | None = None
+                    if stream:
+                        async for item in _with_first_timeout(prep.backend.generate_stream(prep.rendered, prep.params),
+                                                              timeout, budget):
+                            if isinstance(item, Generation):
+                                gen = item
+                            else:
+                                tokens_out += 1
+                                yield item
+                    else:
+                        gen = await _within(prep.backend.generate(prep.rendered, prep.params), timeout, budget)
+                    assert gen is not None
+                except (InvalidArgument, NotFound, DeadlineExceeded) as exc:
+                    rec.end(span, exc, outcome="rejected" if not isinstance(exc, DeadlineExceeded) else "deadline")
+                    metrics.ROUTE_ATTEMPTS.labels(*label, "deadline" if isinstance(exc, DeadlineExceeded)
+                                                  else "error").inc()
+                    raise
+                except Exception as exc:
+                    kind = _failure_kind(exc)
+                    if kind == "error":
+                        bugs.append(exc)
+                    self.router.record(route, d, ok=False)
+                    metrics.ROUTE_ATTEMPTS.labels(*label, kind).inc()
+                    rec.end(span, exc, outcome=kind)
+                    failures.append(f"{d.name}@{d.version} attempt {n}: {kind}: {exc}")
+                    log.warning("route %s: %s@%d attempt %d failed (%s): %s", route.name, d.name, d.version, n, kind, exc)
+                    if tokens_out:   # the client has part of an answer: no retry can replace it
+                        raise
+                    if kind in plan.retry.retry_on and n < plan.retry.attempts:
+                        continue
+                    break
+                self.router.record(route, d, ok=True)
+                metrics.ROUTE_ATTEMPTS.labels(*label, "ok").inc()
+                metrics.GENERATION_LATENCY.labels(d.name).observe(time.perf_counter() - g0)
+                metrics.TOKENS.labels(d.name, "prompt").inc(gen.prompt_tokens)
+                metrics.TOKENS.labels(d.name, "completion").inc(gen.completion_tokens)
+                cost = self._cost(d, route.name, gen)
+                if cost is not None:
+                    metrics.COST.labels(d.name).inc(cost)
+                rec.end(span, outcome="ok", prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                        finish_reason=gen.finish_reason, model=d.name,
+                        **({} if cost is None else {"cost_usd": f"{cost:.8f}"}))
+                yield _Served(gen, prep, attempts, fallback=n_candidate > 0 and key_of(d) != key_of(plan.candidates[0]))
+                return
+        if bugs and len(bugs) == attempts:
+            raise bugs[-1]   # no deployment was merely away: an internal error, not UNAVAILABLE
+        raise Unavailable(f"route {route.name!r}: every deployment failed: {'; '.join(failures)}")
+
+    def _cost(self, d: inference_pb2.Deployment, route: str, gen: Generation) -> float | None:
+        if d.HasField("prompt_price_per_m") or d.HasField("completion_price_per_m"):
+            return ModelPrice(d.prompt_price_per_m, d.completion_price_per_m).cost(gen.prompt_tokens,
+                                                                                 gen.completion_tokens)
+        for name in (d.name, route):
+            c = self.prices.cost(name, gen.prompt_tokens, gen.completion_tokens)
+            if c is not None:
+                return c
+        return None
+
+    # -- shadows ------------------------------------------------------------------------------
+    def _start_shadow(self, plan: Plan, req: GenerateInput, question: str, history: list[ChatTurn],
+                      contexts: list[common_pb2.Context], of_trace: str) -> None:
+        d = plan.shadow
+        assert d is not None
+        label = (plan.route.name, d.name, str(d.version))
+        if len(self._shadows) >= self.max_shadows:   # the shadow never slows or queues live traffic
+            metrics.SHADOW_REQUESTS.labels(*label, "skipped").inc()
+            return
+        task = asyncio.create_task(self._shadow(plan, d, req, question, history, contexts, of_trace),
+                                   name=f"shadow-{of_trace}")
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, plan: Plan, d: inference_pb2.Deployment, req: GenerateInput, question: str,
+                      history: list[ChatTurn], contexts: list[common_pb2.Context], of_trace: str) -> None:
+        """The shadow's copy: its own trace and completion (arm ``shadow``), never returned."""
+        await asyncio.sleep(0)   # after the live answer is on its way
+        trace_id = new_trace_id()
+        rec = SpanRecorder(trace_id, "inference")
+        t0 = time.perf_counter()
+        label = (plan.route.name, d.name, str(d.version))
+        error: BaseException | None = None
+        with trace_context(trace_id), self.busy():
+            root = rec.start("shadow", "", model=plan.route.name, route=plan.route.name, arm=ARM_SHADOW,
+                             shadow_of=of_trace, deployment=d.name, deployment_version=d.version)
+            try:
+                prep = await self._prepare(req, d, question, history, contexts, rec, root.span_id)
+                span = rec.start("generation", root.span_id, deployment=d.name, deployment_version=d.version,
+                                 backend=d.backend, arm=ARM_SHADOW, attempt=1, wait_ms="0")
+                timeout = plan.route.attempt_timeout_s or plan.route.deadline_s or math.inf
+                gen = await _within(prep.backend.generate(prep.rendered, prep.params), timeout, math.inf)
+                rec.end(span, outcome="ok", prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                        finish_reason=gen.finish_reason)
+                latency_ms = (time.perf_counter() - t0) * 1000
+                result = GenerateResult(
+                    trace_id=trace_id, text=gen.text, model=plan.route.name, finish_reason=gen.finish_reason,
+                    prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens, contexts=contexts,
+                    latency_ms=latency_ms, template=prep.template, tokens=[], cost_usd=self._cost(d, plan.route.name, gen),
+                    deployment=d.name, deployment_version=d.version, arm=ARM_SHADOW, attempts=1,
+                    route_revision=plan.route.revision, shadow_of=of_trace)
+                rec.end(root, latency_ms=f"{latency_ms:.1f}", prompt_template=prep.template.name,
+                        prompt_version=prep.template.version)
+                self._publish_completion(req, question, prep, result, root.span_id)
+                metrics.SHADOW_REQUESTS.labels(*label, "ok").inc()
+            except asyncio.CancelledError:
+                error = RequestCancelled("the shadow copy was cancelled at shutdown")
+                raise
+            except Exception as exc:   # a shadow's failure is traced and counted, never the client's
+                error = exc
+                metrics.SHADOW_REQUESTS.labels(*label, "error").inc()
+                log.warning("route %s: shadow %s@%d failed: %s", plan.route.name, d.name, d.version, exc)
+            finally:
+                rec.close_open(error)
+                self._publish_spans(rec, root.span_id)
+
+    async def drain_shadows(self, timeout_s: float = 10.0) -> None:
+        """Let running shadow copies finish (at shutdown), cancelling what is left after ``timeout_s``."""
+        pending = set(self._shadows)
+        if not pending:
+            return
+        done, left = await asyncio.wait(pending, timeout=timeout_s)
+        for t in left:
+            t.cancel()
+        if left:
+            await asyncio.wait(left, timeout=5)
 
     # -- events -------------------------------------------------------------------------------
     def _publish_spans(self, rec: SpanRecorder, root_span: str) -> None:
@@ -241,14 +480,59 @@ class InferenceEngine:
         for s in rec.spans:
             self.publisher.publish(self.spans_topic, rec.trace_id, s, tp)
 
-    def _publish_completion(self, req: GenerateInput, prep: _Prepared, res: GenerateResult, root_span: str) -> None:
+    def _publish_completion(self, req: GenerateInput, question: str, prep: _Prepared, res: GenerateResult,
+                            root_span: str) -> None:
         ev = events_pb2.CompletionEvent(
-            trace_id=res.trace_id, model=res.model, prompt=prep.question, contexts=res.contexts, answer=res.text,
+            trace_id=res.trace_id, model=res.model, prompt=question, contexts=res.contexts, answer=res.text,
             usage=res.usage(), latency_ms=res.latency_ms, prompt_template=prep.template.name, prompt_version=prep.template.version,
             session_id=req.session_id, user_id=req.user_id, metadata=req.metadata,
             finish_reason=res.finish_reason, rendered_prompt=prep.rendered,
             retrieval_top_score=max((c.vector_similarity for c in res.contexts), default=0.0),
-            root_span_id=root_span,
+            root_span_id=root_span, route=res.model, route_revision=res.route_revision, deployment=res.deployment,
+            deployment_version=res.deployment_version, arm=res.arm, attempts=res.attempts, fallback=res.fallback,
+            shadow_of=res.shadow_of,
         )
         ev.timestamp.GetCurrentTime()
         self.publisher.publish(self.completions_topic, res.trace_id, ev, traceparent(res.trace_id, root_span))
+
+    def _publish_failure(self, req: GenerateInput, question: str, plan: Plan, d: inference_pb2.Deployment,
+                         exc: BaseException, trace_id: str, root_span: str, latency_ms: float) -> None:
+        """A failed request of a route under a rollout, as a completion with ``error`` and no answer:
+        the rollout monitor counts it against its arm; judges and drift windows leave it out."""
+        ev = events_pb2.CompletionEvent(
+            trace_id=trace_id, model=plan.route.name, prompt=question, latency_ms=latency_ms,
+            session_id=req.session_id, user_id=req.user_id, metadata=req.metadata, root_span_id=root_span,
+            route=plan.route.name, route_revision=plan.route.revision, deployment=d.name,
+            deployment_version=d.version, arm=plan.arm, error=f"{type(exc).__name__}: {exc}"[:1000])
+        ev.timestamp.GetCurrentTime()
+        self.publisher.publish(self.completions_topic, trace_id, ev, traceparent(trace_id, root_span))
+
+
+async def _within(call: Awaitable, timeout: float, budget: float):
+    """``call`` within the attempt's ``timeout``; when the request's ``budget`` is what ran out,
+    DEADLINE_EXCEEDED (not retried), else an attempt timeout (retried when the route says so)."""
+    if math.isinf(timeout):
+        return await call
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except asyncio.TimeoutError:
+        if timeout >= budget:
+            raise DeadlineExceeded(f"the request's deadline ({budget:.3f} s left) passed during the attempt") from None
+        raise _AttemptTimeout(f"no answer within the attempt timeout of {timeout:.3f} s") from None
+
+
+async def _with_first_timeout(stream: AsyncIterator, timeout: float, budget: float) -> AsyncIterator:
+    """A stream whose first item must come within ``timeout`` (a stream that has started is not
+    retried, so later items are not timed here)."""
+    it = stream.__aiter__()
+    try:
+        first = await _within(it.__anext__(), timeout, budget)
+    except StopAsyncIteration:
+        return
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await it.aclose()
+        raise
+    yield first
+    async for item in it:
+        yield item

@@ -97,13 +97,14 @@ class OpenAIGateway:
                                                                      self.default_max_new_tokens))
 
     async def list_models(self, request: web.Request) -> web.Response:
-        data = [shapes.model_card(n, b, self.created, n == self.engine.default_model)
-                for n, b in sorted(self.engine.backends.items())]
+        router = self.engine.router
+        data = [shapes.model_card(n, await router.backend(router.primary_of(n)), self.created, n == router.default_route)
+                for n in router.route_names()]
         return web.Response(body=_dumps({"object": "list", "data": data}), content_type="application/json")
 
     async def get_model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
-        backend = self._backend(name)
+        backend = await router_backend(self.engine.router, name)
         return web.Response(body=_dumps(shapes.model_card(name, backend, self.created,
                                                           name == self.engine.default_model)),
                             content_type="application/json")
@@ -125,15 +126,15 @@ class OpenAIGateway:
             raise shapes.OpenAIRequestError("The request body must be a JSON object.")
         return body
 
-    def _backend(self, name: str):
+    def _check_model(self, name: str) -> None:
         try:
-            return self.engine.backend(name)
+            self.engine.router.check_model(name)
         except NotFound as exc:
             raise ModelNotFound(str(exc)) from None
 
     async def _generate(self, request: web.Request, call: shapes.OpenAICall) -> web.StreamResponse:
         inp = call.input
-        self._backend(inp.model)   # an unknown model is a 404 before any span is recorded
+        self._check_model(inp.model)   # an unknown model is a 404 before any span is recorded
         if self.in_flight >= self.max_concurrent:
             return error_response(429, f"The server is busy ({self.in_flight} requests in flight, at most "
                                        f"{self.max_concurrent}); retry shortly.", "rate_limit_error",
@@ -151,7 +152,9 @@ class OpenAIGateway:
         finally:
             self.in_flight -= 1
         return web.Response(body=_dumps(shapes.full_response(call, res, int(time.time()))),
-                            content_type="application/json", headers={TRACE_HEADER: trace_id})
+                            content_type="application/json",
+                            headers={TRACE_HEADER: trace_id, DEPLOYMENT_HEADER: f"{res.deployment}@{res.deployment_version}",
+                                     ARM_HEADER: res.arm})
 
     async def _stream(self, request: web.Request, call: shapes.OpenAICall, trace_id: str) -> web.StreamResponse:
         created = int(time.time())
@@ -163,7 +166,7 @@ class OpenAIGateway:
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                                "Cache-Control": "no-cache", TRACE_HEADER: trace_id})
             await resp.prepare(request)
-            model = self._backend(call.input.model).name
+            model = call.input.model or self.engine.default_model
             try:
                 await self._write_events(resp, call, trace_id, created, model, first, gen)
             except ConnectionError:
@@ -249,6 +252,10 @@ class OpenAIGateway:
             metrics.HTTP_LATENCY.labels(SERVICE, name).observe(time.perf_counter() - start)
 
 
+DEPLOYMENT_HEADER = "x-llmops-deployment"   # name@version of the deployment that answered
+ARM_HEADER = "x-llmops-arm"                 # primary | canary
+
+
 class ModelNotFound(NotFound):
     """OpenAI's 404 for an unknown model."""
     param = "model"
@@ -258,3 +265,11 @@ class ModelNotFound(NotFound):
 def _internal(trace_id: str) -> str:
     return "internal error in the inference service" + (f" (trace_id={trace_id})" if trace_id else "") + \
         "; the service log has the details"
+
+
+async def router_backend(router, name: str):
+    """The backend of the primary deployment of route ``name``; 404 for an unknown model."""
+    try:
+        return await router.backend(router.primary_of(name))
+    except NotFound as exc:
+        raise ModelNotFound(str(exc)) from None

@@ -33,3 +33,24 @@ def validate_parameters(p, default_max_new_tokens: int) -> GenerationParams:
         max_new_tokens=max_new, temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=rep,
         stop=stop, seed=p.seed if p.HasField("seed") else None, do_sample=p.do_sample, details=p.details,
     )
+
+
+def with_defaults(params: GenerationParams, defaults, explicit: frozenset[str] | None) -> GenerationParams:
+    """``params`` with a deployment's ``defaults`` (a ``GenerationParameters``) where the request
+    left a parameter unset. ``explicit``: the fields the client set (None: every parameter that is
+    not None counts as set, and ``max_new_tokens`` too)."""
+    from dataclasses import replace
+
+    if defaults is None or not defaults.ListFields():
+        return params
+    out = {}
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "seed"):
+        if getattr(params, name) is None and defaults.HasField(name):
+            out[name] = getattr(defaults, name)
+    if not params.stop and defaults.stop:
+        out["stop"] = tuple(defaults.stop)
+    if defaults.do_sample and not params.do_sample:
+        out["do_sample"] = True
+    if explicit is not None and "max_new_tokens" not in explicit and defaults.HasField("max_new_tokens"):
+        out["max_new_tokens"] = defaults.max_new_tokens
+    return replace(params, **out) if out else params

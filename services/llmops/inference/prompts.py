@@ -100,6 +100,44 @@ class PromptRegistry:
                 raise
         return PromptTemplate(name, version, system, user, tuple(labels), created)
 
+    def set_label(self, name: str, version: int, label: str) -> PromptTemplate:
+        """Move ``label`` to version ``version`` of ``name`` (so ``production`` can go back)."""
+        if not label or not all(c.isalnum() or c in "_-." for c in label) or len(label) > 100:
+            raise InvalidArgument(f"label {label!r} must be 1-100 of letters, digits, '_', '-', '.'")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = {v: json.loads(raw) for v, raw in self._db.execute(
+                    "SELECT version, labels FROM prompt_templates WHERE name=?", (name,)).fetchall()}
+                if not rows:
+                    self._db.execute("ROLLBACK")
+                    known = sorted({n for (n,) in self._db.execute("SELECT DISTINCT name FROM prompt_templates")})
+                    raise NotFound(f"prompt template {name!r} not found; known templates: {', '.join(known)}")
+                if version not in rows:
+                    self._db.execute("ROLLBACK")
+                    raise NotFound(f"prompt template {name!r} has no version {version}; versions: "
+                                   f"{', '.join(str(v) for v in sorted(rows))}")
+                for v, labels in rows.items():
+                    want = sorted(set(labels) | {label}) if v == version else [x for x in labels if x != label]
+                    if want != labels:
+                        self._db.execute("UPDATE prompt_templates SET labels=? WHERE name=? AND version=?",
+                                         (json.dumps(want), name, v))
+                self._db.execute("COMMIT")
+            except (NotFound, InvalidArgument):
+                raise
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return next(t for t in self.list(name) if t.version == version)
+
+    def put(self, t: PromptTemplate) -> bool:
+        """Keep a template version made on another replica (read from the config topic), with the
+        version number it has there; False when this version is already here."""
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO prompt_templates VALUES (?,?,?,?,?,?)",
+                                   (t.name, t.version, t.system, t.user, json.dumps([]), t.created_at))
+        return cur.rowcount > 0
+
     def list(self, name: str = "") -> list[PromptTemplate]:
         sql = "SELECT name, version, system, user, labels, created_at FROM prompt_templates"
         args: tuple = ()
