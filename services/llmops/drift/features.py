@@ -61,22 +61,31 @@ class Observation:
     scores: dict[str, float] = field(default_factory=dict)   # score_* and feedback_* columns
     embedding: np.ndarray | None = None
     seq: int = 0
+    # how the request was served (empty for completions that did not come through a route)
+    route: str = ""
+    deployment: str = ""
+    deployment_version: int = 0
+    arm: str = ""            # "primary" | "canary" | "shadow"
 
     @classmethod
     def of_completion(cls, c: events_pb2.CompletionEvent) -> "Observation":
         return cls(trace_id=c.trace_id, ts_us=ts_to_us(c.timestamp),
                    has_completion=True, model=c.model, prompt_template=c.prompt_template,
                    prompt_version=c.prompt_version, metadata=dict(c.metadata), prompt=c.prompt, answer=c.answer,
-                   features=completion_features(c))
+                   features=completion_features(c), route=c.route, deployment=c.deployment,
+                   deployment_version=c.deployment_version, arm=c.arm)
 
     def to_json(self) -> dict:
         """The completion's fields (no embedding, no scores) as JSON, for the join table."""
         return {"trace_id": self.trace_id, "ts_us": self.ts_us, "model": self.model,
                 "prompt_template": self.prompt_template, "prompt_version": self.prompt_version,
-                "metadata": self.metadata, "prompt": self.prompt, "answer": self.answer, "features": self.features}
+                "metadata": self.metadata, "prompt": self.prompt, "answer": self.answer, "features": self.features,
+                "route": self.route, "deployment": self.deployment, "deployment_version": self.deployment_version,
+                "arm": self.arm}
 
     @classmethod
     def from_json(cls, d: dict) -> "Observation":
+        """Also the JSON of join entries written before the served-by fields (they default to empty)."""
         return cls(has_completion=True, **d)
 
     def row(self) -> dict:

@@ -28,7 +28,7 @@ class JoinEntry:
     completion: dict | None = None     # the completion's :meth:`Observation.to_json`, once it came
     scores: dict[str, float] = field(default_factory=dict)               # score column -> value
     feedback: dict[str, dict[str, float]] = field(default_factory=dict)  # feedback column -> {feedback id: value}
-    meta: dict | None = None           # model, prompt_template, prompt_version of the first score
+    meta: dict | None = None           # model, prompt template and version, route, deployment (version), arm of the first score
 
     def to_dict(self) -> dict:
         """The entry as the join table stores it (JSON)."""
@@ -61,7 +61,9 @@ def merge(entry: JoinEntry, event: JoinEvent, now_us: int, wait_us: int) -> Join
         if event.score.status == common_pb2.SCORE_STATUS_ERROR or not math.isfinite(event.score.value):
             return entry
         meta = entry.meta if entry.meta is not None else {
-            "model": event.model, "prompt_template": event.prompt_template, "prompt_version": event.prompt_version}
+            "model": event.model, "prompt_template": event.prompt_template, "prompt_version": event.prompt_version,
+            **{k: v for k, v in (("route", event.route), ("deployment", event.deployment),
+                                 ("deployment_version", event.deployment_version), ("arm", event.arm)) if v}}
         column = score_column(event.score.name, event.tier)
         return replace(entry, scores={**entry.scores, column: float(event.score.value)}, meta=meta)
     if not math.isfinite(event.feedback.score):
@@ -85,4 +87,6 @@ def observation(trace_id_key: bytes, entry: JoinEntry) -> Observation:
     meta = entry.meta or {}
     return Observation(trace_id=trace_id_key.decode(), ts_us=entry.first_us, has_completion=False, scores=scores,
                        model=meta.get("model", ""), prompt_template=meta.get("prompt_template", ""),
-                       prompt_version=meta.get("prompt_version", 0))
+                       prompt_version=meta.get("prompt_version", 0), route=meta.get("route", ""),
+                       deployment=meta.get("deployment", ""), deployment_version=meta.get("deployment_version", 0),
+                       arm=meta.get("arm", ""))

@@ -22,16 +22,22 @@ class Scope:
     prompt_template: str = ""
     prompt_version: int = 0
     metadata: tuple[tuple[str, str], ...] = ()
+    deployment: str = ""              # the deployment that answered (any arm: primary, canary, shadow)
+    deployment_version: int = 0       # 0 = every version of it
 
     def matches(self, obs: Observation) -> bool:
         return ((not self.model or obs.model == self.model)
                 and (not self.prompt_template or obs.prompt_template == self.prompt_template)
                 and (not self.prompt_version or obs.prompt_version == self.prompt_version)
+                and (not self.deployment or obs.deployment == self.deployment)
+                and (not self.deployment_version or obs.deployment_version == self.deployment_version)
                 and all(obs.metadata.get(k) == v for k, v in self.metadata))
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in (("model", self.model), ("prompt_template", self.prompt_template),
-                                          ("prompt_version", self.prompt_version or "")) if v]
+                                          ("prompt_version", self.prompt_version or ""),
+                                          ("deployment", self.deployment),
+                                          ("deployment_version", self.deployment_version or "")) if v]
         parts += [f"metadata.{k}={v}" for k, v in self.metadata]
         return " ".join(parts)
 
@@ -94,6 +100,9 @@ SPEC_KEYS = {"name", "scope", "window_size", "window_seconds", "min_window", "me
              "drift_share", "consecutive", "cooldown_s", "quality_min", "keep_reports"}
 
 
+SCOPE_KEYS = {"model", "prompt_template", "prompt_version", "metadata", "deployment", "deployment_version"}
+
+
 def spec_from_dict(d: dict, base: MonitorSpec) -> MonitorSpec:
     unknown = set(d) - SPEC_KEYS
     if unknown:
@@ -102,9 +111,19 @@ def spec_from_dict(d: dict, base: MonitorSpec) -> MonitorSpec:
     if not NAME.match(name):
         raise ValueError(f"drift monitor name {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
     sc = d.get("scope", {}) or {}
-    scope = Scope(model=str(sc.get("model", "")), prompt_template=str(sc.get("prompt_template", "")),
-                  prompt_version=int(sc.get("prompt_version", 0)),
-                  metadata=tuple(sorted((str(k), str(v)) for k, v in (sc.get("metadata") or {}).items())))
+    unknown_scope = set(sc) - SCOPE_KEYS
+    if unknown_scope:
+        raise ValueError(f"drift monitor {name!r}: unknown scope keys {sorted(unknown_scope)}; known: {sorted(SCOPE_KEYS)}")
+    try:
+        scope = Scope(model=str(sc.get("model", "")), prompt_template=str(sc.get("prompt_template", "")),
+                      prompt_version=int(sc.get("prompt_version", 0)),
+                      metadata=tuple(sorted((str(k), str(v)) for k, v in (sc.get("metadata") or {}).items())),
+                      deployment=str(sc.get("deployment", "")), deployment_version=int(sc.get("deployment_version", 0)))
+    except (TypeError, ValueError):
+        raise ValueError(f"drift monitor {name!r}: prompt_version and deployment_version must be integers, "
+                         f"got {sc.get('prompt_version')!r} and {sc.get('deployment_version')!r}") from None
+    if scope.deployment_version and not scope.deployment:
+        raise ValueError(f"drift monitor {name!r}: scope deployment_version {scope.deployment_version} needs a deployment")
     quality = d.get("quality_min")
     spec = replace(base, name=name, scope=scope,
                    quality_min=base.quality_min if quality is None else {quality_column(k): float(v) for k, v in quality.items()},
