@@ -87,3 +87,29 @@ def test_prune_keeps_what_an_open_window_needs(store):
     assert removed == (2, 3)
     assert [o.trace_id for o in store.observations_after(0)] == [obs(i).trace_id for i in (3, 4, 5)]
     assert store.recent_windows("m") == []
+
+
+def decision(route: str, revision: int, ts_us: int, kind=events_pb2.ROLLOUT_DECISION_ROLLBACK) -> events_pb2.DeploymentEvent:
+    ev = events_pb2.DeploymentEvent(id=f"rollout:{route}:{revision}", route=route, route_revision=revision,
+                                    decision=kind, reason="worse",
+                                    evidence=events_pb2.RolloutEvidence(score="faithfulness", canary_n=40))
+    ev.timestamp.FromMicroseconds(ts_us)
+    return ev
+
+
+def test_rollout_decisions_are_kept_once_per_route_revision_newest_first(store):
+    assert store.deployment_events() == []
+    assert store.save_deployment_event(decision("chat", 1, 10))
+    assert store.save_deployment_event(decision("chat", 3, 30, events_pb2.ROLLOUT_DECISION_PROMOTE))
+    assert store.save_deployment_event(decision("other:v1/x", 1, 20))
+    assert not store.save_deployment_event(decision("chat", 1, 40, events_pb2.ROLLOUT_DECISION_PASSED))   # the first stays
+    assert [(e.route, e.route_revision) for e in store.deployment_events()] == [("chat", 3), ("other:v1/x", 1), ("chat", 1)]
+    chat = store.deployment_events("chat")
+    assert [e.decision for e in chat] == [events_pb2.ROLLOUT_DECISION_PROMOTE, events_pb2.ROLLOUT_DECISION_ROLLBACK]
+    assert chat[1].evidence.canary_n == 40
+
+
+def test_observations_keep_how_their_request_was_served(store):
+    store.upsert([obs(1, route="chat", deployment="small", deployment_version=2, arm="canary")])
+    [o] = list(store.observations_after(0))
+    assert (o.route, o.deployment, o.deployment_version, o.arm) == ("chat", "small", 2, "canary")

@@ -23,6 +23,11 @@ observations = Table(
     Column("features_json", Text, nullable=False, default="{}"),
     Column("scores_json", Text, nullable=False, default="{}"),
     Column("embedding", LargeBinary, nullable=True),  # float32 prompt embedding
+    # how the request was served (migration d0002): monitors can be scoped to a deployment
+    Column("route", String(200), nullable=False, default=""),
+    Column("deployment", String(200), nullable=False, default=""),
+    Column("deployment_version", Integer, nullable=False, default=0),
+    Column("arm", String(20), nullable=False, default=""),
 )
 Index("ix_drift_obs_ts", observations.c.ts_us)
 
@@ -73,3 +78,15 @@ retrain_events = Table(
     Column("event_pb", LargeBinary, nullable=False),  # RetrainEvent
 )
 Index("ix_drift_retrain_monitor", retrain_events.c.monitor, retrain_events.c.created_us)
+
+# one rollout decision per route revision (migration d0002): a restart does not decide it again
+deployment_events = Table(
+    "drift_deployment_events", metadata,
+    Column("route", String(200), primary_key=True),
+    Column("route_revision", Integer, primary_key=True),
+    Column("id", String(300), nullable=False),
+    Column("decision", Integer, nullable=False),          # events_pb2.RolloutDecision
+    Column("created_us", BigInteger, nullable=False),
+    Column("event_pb", LargeBinary, nullable=False),      # DeploymentEvent
+)
+Index("ix_drift_deployment_events_created", deployment_events.c.created_us)

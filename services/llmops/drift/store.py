@@ -1,5 +1,6 @@
 """The drift store (SQLite by default, PostgreSQL by URL): joined observations, references,
-monitor state, window reports and retrain events. A restart rebuilds every monitor from it.
+monitor state, window reports, retrain events and rollout decisions. A restart rebuilds every
+monitor from it.
 
 Writes are idempotent: an observation is keyed by trace id (a redelivered completion or score
 merges into its row), windows and retrain events by their ids.
@@ -34,18 +35,23 @@ def _blob(e: np.ndarray | None) -> bytes | None:
 
 
 def _obs(row) -> Observation:
+    """A stored observation (a row, or a reference row's JSON: those written before the served-by
+    columns lack them)."""
     return Observation(trace_id=row["trace_id"], ts_us=row["ts_us"], has_completion=bool(row["has_completion"]),
                        model=row["model"], prompt_template=row["prompt_template"],
                        prompt_version=row["prompt_version"], metadata=json.loads(row["metadata_json"]),
                        prompt=row["prompt"], answer=row["answer"], features=json.loads(row["features_json"]),
-                       scores=json.loads(row["scores_json"]), embedding=_emb(row["embedding"]), seq=row["seq"])
+                       scores=json.loads(row["scores_json"]), embedding=_emb(row["embedding"]), seq=row["seq"],
+                       route=row.get("route") or "", deployment=row.get("deployment") or "",
+                       deployment_version=row.get("deployment_version") or 0, arm=row.get("arm") or "")
 
 
 def _values(o: Observation) -> dict:
     return dict(trace_id=o.trace_id, ts_us=o.ts_us, has_completion=int(o.has_completion), model=o.model,
                 prompt_template=o.prompt_template, prompt_version=o.prompt_version,
                 metadata_json=json.dumps(o.metadata, sort_keys=True), prompt=o.prompt, answer=o.answer,
-                features_json=json.dumps(o.features), scores_json=json.dumps(o.scores), embedding=_blob(o.embedding))
+                features_json=json.dumps(o.features), scores_json=json.dumps(o.scores), embedding=_blob(o.embedding),
+                route=o.route, deployment=o.deployment, deployment_version=o.deployment_version, arm=o.arm)
 
 
 class DriftStore:
@@ -216,3 +222,23 @@ class DriftStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.retrain_events)
                                     .where(t.retrain_events.c.monitor == monitor)).scalar() or 0)
+
+    # -- rollout decisions --------------------------------------------------------------------
+    def save_deployment_event(self, ev: events_pb2.DeploymentEvent) -> bool:
+        """Keep a rollout decision; False when its route revision was decided before (the first stays)."""
+        with self.engine.begin() as conn:
+            ins = self.sql.insert(t.deployment_events).values(
+                route=ev.route, route_revision=ev.route_revision, id=ev.id, decision=int(ev.decision),
+                created_us=ts_to_us(ev.timestamp), event_pb=ev.SerializeToString())
+            ins = ins.on_conflict_do_nothing(index_elements=["route", "route_revision"])
+            return conn.execute(ins.returning(t.deployment_events.c.route)).first() is not None
+
+    def deployment_events(self, route: str = "") -> list[events_pb2.DeploymentEvent]:
+        """Rollout decisions, newest first, of one route or of all."""
+        q = select(t.deployment_events.c.event_pb)
+        if route:
+            q = q.where(t.deployment_events.c.route == route)
+        q = q.order_by(t.deployment_events.c.created_us.desc(), t.deployment_events.c.route_revision.desc())
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).scalars().all()
+        return [events_pb2.DeploymentEvent.FromString(r) for r in rows]
