@@ -184,6 +184,10 @@ ROLLOUT_STATISTIC = Gauge(
     "llmops_rollout_statistic", "The sequential test's likelihood ratio of the running canary (rollback at 1/alpha)",
     ["route"], registry=REGISTRY,
 )
+ROLLOUT_THRESHOLD = Gauge(
+    "llmops_rollout_threshold", "The running canary's rollback threshold of llmops_rollout_statistic (1/alpha)",
+    ["route"], registry=REGISTRY,
+)
 
 
 _SERVING: set[tuple[str, int]] = set()

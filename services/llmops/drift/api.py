@@ -1,5 +1,5 @@
 """DriftService: protobuf in, one call of :class:`DriftEngine`, protobuf out (the monitors'
-status, references and retrain events)."""
+status, references, retrain events and canary rollouts)."""
 from __future__ import annotations
 
 from llmops.drift.engine import DriftEngine
@@ -41,3 +41,6 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
     async def ListRetrainEvents(self, request, context):
         events, token = await self.engine.list_retrain_events(request.monitor, request.page_size, request.page_token)
         return drift_pb2.ListRetrainEventsResponse(events=events, next_page_token=token)
+
+    async def GetRollout(self, request, context):
+        return drift_pb2.GetRolloutResponse(rollouts=self.engine.rollout_status(request.route))

@@ -10,6 +10,9 @@ hands it to every monitor whose scope it matches. What arrives after the close i
 late score merges into the stored row (and into the open window if the row is still there); a
 score whose completion never comes is kept as an orphan row and counts in the quality means of
 its window.
+
+Every event also goes to the rollout monitor (:mod:`llmops.drift.rollout_monitor`) as it
+arrives, which compares a route's canary with its primary on the judge's scores.
 """
 from __future__ import annotations
 
@@ -31,8 +34,9 @@ from llmops.common.times import now_us
 from llmops.drift.join import JoinEntry, merge, new_entry, observation
 from llmops.drift.monitor import Monitor, Reference, WindowOutcome, new_id
 from llmops.drift.monitor_config import MonitorSpec
+from llmops.drift.rollout_monitor import RolloutMonitor, UnknownRollout
 from llmops.drift.store import DriftStore
-from llmops.v1 import events_pb2
+from llmops.v1 import drift_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,8 @@ class BadReference(InvalidArgument):
 class DriftEngine:
     def __init__(self, specs: list[MonitorSpec], store: DriftStore, embed: Callable[[list[str]], np.ndarray],
                  sender: EventPublisher, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
-                 sweep_interval_s: float = 0.5, dlq=None, retention_days: float = 30.0) -> None:
+                 sweep_interval_s: float = 0.5, dlq=None, retention_days: float = 30.0,
+                 rollouts: RolloutMonitor | None = None) -> None:
         self.monitors = {s.name: Monitor(s, reports_dir) for s in specs}
         self.store = store
         self.embed = embed
@@ -71,6 +76,7 @@ class DriftEngine:
         }
         self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper
         self.monitor_lock = asyncio.Lock()   # monitor state: the sweeper and SetReference
+        self.rollouts = rollouts             # canary rollouts: fed every event before the join
         self._task: asyncio.Task | None = None
 
     @property
@@ -79,8 +85,13 @@ class DriftEngine:
 
     # -- the agent: events into the join table --------------------------------------------------
     async def handle(self, records: list[Record]) -> list[Rejected]:
+        """Decode a batch, feed the rollout monitor (it does not wait for the join), and merge
+        each event into its trace's join entry. A failed request's completion (``error`` set)
+        goes to the rollout monitor only: it is never judged, and it joins no drift window."""
         rejected: list[Rejected] = []
         updates: dict[bytes, JoinEntry] = {}
+        if self.rollouts is not None:
+            await self.rollouts.config_ready.wait()   # the routes first, so no rollout misses the backlog
         async with self.join_lock:
             now = now_us()
             for r in records:
@@ -93,12 +104,18 @@ class DriftEngine:
                 except UndecodableMessage as exc:
                     rejected.append(Rejected(r, str(exc)))
                     continue
+                if self.rollouts is not None:
+                    self.rollouts.observe(ev)
+                if isinstance(ev, events_pb2.CompletionEvent) and ev.error:
+                    continue
                 tid = ev.trace_id.encode()
                 entry = updates.get(tid) or self._entry(tid) or new_entry(now, self.join_wait_us)
                 updates[tid] = merge(entry, ev, now, self.join_wait_us)
             for tid, entry in updates.items():
                 self.table[tid] = entry.to_dict()
             metrics.DRIFT_PENDING.set(len(self.table))
+        if self.rollouts is not None:
+            await self.rollouts.flush()   # the decisions this batch made, acknowledged before the batch is
         return rejected
 
     def _entry(self, key: bytes) -> JoinEntry | None:
@@ -143,6 +160,8 @@ class DriftEngine:
         while True:
             try:
                 await self.sweep()
+                if self.rollouts is not None:
+                    await self.rollouts.flush()   # decisions whose publishing failed are retried here
                 if loop.time() >= self._next_prune:
                     self._next_prune = loop.time() + 3600
                     await self.prune()
@@ -268,6 +287,15 @@ class DriftEngine:
     def monitors_for(self, name: str = "") -> list[Monitor]:
         """The monitor ``name`` (NOT_FOUND when there is none), or every monitor when ``name`` is empty."""
         return [self.monitor(name)] if name else list(self.monitors.values())
+
+    def rollout_status(self, route: str = "") -> list[drift_pb2.RolloutStatus]:
+        """The canary rollout of ``route`` (NOT_FOUND when no canary of it was seen), or of every
+        route with a canary when ``route`` is empty."""
+        if self.rollouts is None:
+            if route:
+                raise UnknownRollout(f"no canary seen for route {route!r}: this drift service watches no rollouts")
+            return []
+        return self.rollouts.status(route)
 
     async def list_retrain_events(self, monitor: str = "", page_size: int = 0,
                                   page_token: str = "") -> tuple[list[events_pb2.RetrainEvent], str]:

@@ -1,10 +1,12 @@
 """Composition root of the drift service: a faust agent on completions, scores and feedback (the
-late join in a faust table), the monitors' sweeper, and the gRPC ``DriftService``, in one worker."""
+late join in a faust table, and the canary rollout monitor fed from the same stream), the
+monitors' sweeper, and the gRPC ``DriftService``, in one worker."""
 from __future__ import annotations
 
 import asyncio
 
 from llmops.common.bus import DeadLetterQueue, EventBus
+from llmops.common.config_feed import ConfigFeed
 from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
@@ -12,6 +14,7 @@ from llmops.common.stream import batch_agent, make_app
 from llmops.drift.api import DriftServicer
 from llmops.drift.engine import DriftEngine
 from llmops.drift.monitor_config import load_specs
+from llmops.drift.rollout_monitor import RolloutMonitor
 from llmops.drift.store import DriftStore
 from llmops.embedding import SentenceTransformerEmbedder
 from llmops.v1 import drift_pb2, drift_pb2_grpc
@@ -26,22 +29,32 @@ def join_table(app, settings: Settings):
                      partitions=settings.topic_partitions, use_partitioner=True)
 
 
-async def build(settings: Settings) -> ServiceParts:
+async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
+    """The service's parts, and the engine they run (the tests reach its rollout monitor)."""
     specs = load_specs(settings)
     store = await asyncio.to_thread(DriftStore, settings.drift_db_url)
     embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.resolved_embedding_model)
     bus = EventBus(settings)
     app = make_app(settings, "drift")
+    rollouts = RolloutMonitor(store, bus, topic_prefix=settings.topic_prefix)
+    await rollouts.load()   # the decisions made before: before any event, so none is made twice
+    # the routes, from the compacted config topic; the engine holds its first batch until they are read
+    rollouts.follow(ConfigFeed(settings, rollouts.apply_config, name="drift-config-feed"))
     engine = DriftEngine(specs, store, embedder.embed, bus, join_table(app, settings),
                          reports_dir=settings.drift_reports_dir, topic_prefix=settings.topic_prefix,
                          join_wait_s=settings.drift_join_wait_s, dlq=DeadLetterQueue(bus, app.conf.id),
-                         retention_days=settings.drift_retention_days)
+                         retention_days=settings.drift_retention_days, rollouts=rollouts)
     batch_agent(app, engine.topics, engine, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="drift_join", max_batch=500, within_s=0.1)
     servicer = DriftServicer(engine)
-    return streaming_parts(
+    parts = streaming_parts(
         settings, bus, app,
         register=lambda s: drift_pb2_grpc.add_DriftServiceServicer_to_server(servicer, s.server),
         service_names=[drift_pb2.DESCRIPTOR.services_by_name["DriftService"].full_name],
-        close=store.close, companions=[engine, LagMonitor(settings, {app.conf.id: engine.topics})],
+        close=store.close, companions=[rollouts, engine, LagMonitor(settings, {app.conf.id: engine.topics})],
     )
+    return parts, engine
+
+
+async def build(settings: Settings) -> ServiceParts:
+    return (await compose(settings))[0]
