@@ -2,16 +2,20 @@
 drift service for ``rollout status``) running in-process on the real embedded broker, SQLite and
 llama.cpp, driven through click exactly as an operator types the commands."""
 import json
+import random
 
 import pytest
 from click.testing import CliRunner
 
 from llmops.cli import main
 from llmops.cli.stack import free_port
+from llmops.common.envelope import encode
+from llmops.common.spans import new_trace_id
 from llmops.drift.api import DriftServicer
 from llmops.inference.api import InferenceServicer
 from llmops.inference.main import build as build_inference
-from tests.support import make_settings, running_services
+from llmops.v1 import common_pb2, events_pb2
+from tests.support import make_settings, produce, running_services, wait_until
 
 ADMIN_RPCS = ("RegisterDeployment", "GetDeployment", "ListDeployments", "SetRoute", "GetRoute", "ListRoutes",
               "Rollback", "SetPromptLabel")
@@ -34,9 +38,10 @@ def cli(kafka, tmp_path_factory):
         return res
 
     with running_services(s, (("inference", build_inference),)):
-        # base@1 and base@2, for the error cases (the other tests register their own)
+        # base@1 and base@2 and route solo (one revision), for the error cases
         run("deploy", "base", "--backend", "llama_cpp")
         run("deploy", "base", "--backend", "llama_cpp")
+        run("routes", "set", "solo", "--primary", "base@1", "--reason", "a route with one revision")
         yield run, s
 
 
@@ -120,6 +125,8 @@ def test_a_route_with_a_canary_its_history_and_a_rollback(cli):
     (("routes", "show", "nope"), "NOT_FOUND", ["nope"]),
     (("routes", "history", "nope"), "NOT_FOUND", ["nope"]),
     (("rollback", "nope", "--reason", "x"), "NOT_FOUND", ["nope"]),
+    (("rollback", "solo", "--reason", "x"), "FAILED_PRECONDITION", ["no earlier"]),
+    (("rollback", "solo", "--to-revision", "5", "--reason", "x"), "INVALID_ARGUMENT", ["to_revision"]),
     (("deploy", "show", "base@99"), "NOT_FOUND", ["base"]),
     (("deploy", "broken", "--backend", "tgi"), "INVALID_ARGUMENT", ["url"]),
     (("deploy", "bad[/name]", "--backend", "llama_cpp"), "INVALID_ARGUMENT", ["bad[/name]"]),
@@ -146,24 +153,76 @@ def test_an_unreachable_server_is_unavailable_not_a_traceback(tmp_path):
     assert res.exit_code == 1 and res.stderr.startswith("UNAVAILABLE: ") and "Traceback" not in res.output
 
 
+def judged_traffic(s, route: str, revision: int, n: int, *, canary_mean: float, primary_mean: float = 0.75):
+    """``n`` served requests of ``route``, every 5th on the canary (smol@2), each with its cheap
+    faithfulness score, as inference and judging publish them."""
+    rng = random.Random(11)
+    completions, scores = [], []
+    for i in range(n):
+        arm, version, mean = ("canary", 2, canary_mean) if i % 5 == 0 else ("primary", 1, primary_mean)
+        served = dict(route=route, route_revision=revision, deployment="smol", deployment_version=version, arm=arm)
+        c = events_pb2.CompletionEvent(trace_id=new_trace_id(), model="smol", prompt=f"question {i}",
+                                       answer=f"answer {i}", attempts=1, latency_ms=rng.gauss(120, 15), **served)
+        c.timestamp.GetCurrentTime()
+        completions.append(c)
+        scores.append(events_pb2.ScoreEvent(trace_id=c.trace_id, model="smol", tier="cheap", **served,
+                                            score=common_pb2.Score(name="faithfulness",
+                                                                   evaluator="rag.faithfulness.cheap",
+                                                                   value=rng.betavariate(mean * 10, (1 - mean) * 10),
+                                                                   status=common_pb2.SCORE_STATUS_OK)))
+    produce(s.bootstrap_servers, s.topic("completions"), [(c.trace_id.encode(), *encode(c)) for c in completions])
+    produce(s.bootstrap_servers, s.topic("scores"), [(e.trace_id.encode(), *encode(e)) for e in scores])
+
+
 @pytest.mark.skipif("GetRollout" not in vars(DriftServicer),
                     reason="the drift service does not implement GetRollout yet (llmops.drift.api.DriftServicer)")
 @needs_admin_rpcs
-def test_rollout_status_of_a_fresh_canary(kafka, tmp_path):
+def test_rollout_status_follows_a_bad_canary_to_its_automatic_rollback(kafka, tmp_path):
     from llmops.drift.main import build as build_drift
 
-    s = make_settings(tmp_path, kafka)
+    s = make_settings(tmp_path, kafka, drift_join_wait_s=1.0)
     env = s.to_env()
     runner = CliRunner()
+
+    def run(*args, code=0):
+        res = runner.invoke(main, list(args), env=env)
+        assert res.exit_code == code, f"llmops {' '.join(args)} exited {res.exit_code}:\n{res.output}"
+        assert "Traceback" not in res.output
+        return res
+
+    def rollouts():
+        return json.loads(run("rollout", "status", "--json").stdout)["rollouts"]
+
     with running_services(s, (("drift", build_drift), ("inference", build_inference))):
-        for args in (("deploy", "smol", "--backend", "llama_cpp"), ("deploy", "smol", "--backend", "llama_cpp"),
-                     ("routes", "set", "chat", "--primary", "smol@1", "--canary", "smol@2", "--canary-percent", "20",
-                      "--reason", "canary")):
-            assert runner.invoke(main, list(args), env=env).exit_code == 0
-        res = runner.invoke(main, ["rollout", "status", "chat"], env=env)
-        assert res.exit_code == 0, res.output
-        # nothing judged yet: either the monitor lists it as gathering, or says it has judged none of it
-        assert "gathering" in res.output or "has not judged any of it yet" in res.output
-        assert "smol@2" in res.output and "20%" in res.output
-        status = json.loads(runner.invoke(main, ["rollout", "status", "--json"], env=env).stdout)
-        assert all(r["route"] == "chat" for r in status["rollouts"])
+        run("deploy", "smol", "--backend", "llama_cpp")
+        run("deploy", "smol", "--backend", "llama_cpp", "--prompt-template", "chat")
+        run("routes", "set", "chat", "--primary", "smol@1", "--canary", "smol@2", "--canary-percent", "20",
+            "--sticky", "session", "--max-error-rate", "0.5", "--reason", "canary of v2")
+        first = run("rollout", "status", "chat").output   # the monitor may not have the route from the config topic yet
+        assert "smol@2" in first and "20%" in first and ("waiting" in first or "gathering" in first)
+        [st] = wait_until(lambda: [r for r in rollouts() if r["state"] == "gathering"], timeout_s=30,
+                          what="the canary in the rollout monitor")
+        assert (st["route"], st["route_revision"], st["canary"], st["canary_percent"]) == (
+            "chat", 1, {"name": "smol", "version": 2}, 20)
+        gathering = run("rollout", "status", "chat").output
+        assert "state: gathering" in gathering and "canary smol@2 at 20% of requests, sticky per session" in gathering
+        assert "error rate <= 0.5" in gathering
+
+        judged_traffic(s, "chat", 1, 1500, canary_mean=0.3)
+        [st] = wait_until(lambda: [r for r in rollouts() if r["state"] == "rolled_back"], timeout_s=60,
+                          what="the rollout monitor's rollback")
+        ev = st["evidence"]
+        assert 30 <= int(ev["canary_n"]) < 500 and ev["statistic"] >= ev["threshold"]
+        shown = run("rollout", "status", "chat").output
+        assert "state: rolled_back" in shown and "(reached)" in shown and "rollback" in shown
+        assert f"{ev['canary_mean']:.3f}" in shown and f"{ev['primary_mean']:.3f}" in shown
+
+        # inference applies the decision: a new revision without the canary, by the rollout monitor
+        r2 = wait_until(lambda: (r := json.loads(run("routes", "show", "chat", "--json").stdout))["revision"] == 2 and r,
+                        timeout_s=15, what="the rollback applied to the route")
+        assert "canary" not in r2 and r2["primary"] == {"name": "smol", "version": 1}
+        history = run("routes", "history", "chat").output
+        assert "canary of v2" in history and "2 current" in history
+
+        missing = run("rollout", "status", "nope", code=1)
+        assert missing.stderr.startswith("NOT_FOUND: ") and "nope" in missing.stderr

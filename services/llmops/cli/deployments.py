@@ -403,8 +403,12 @@ def exit_on_rpc_error():
     try:
         yield
     except grpc.RpcError as exc:
-        make_error_console().print(f"[red]{_esc(rpc_error_text(exc))}[/]")
-        sys.exit(1)
+        _fail(exc)
+
+
+def _fail(exc: grpc.RpcError):
+    make_error_console().print(f"[red]{_esc(rpc_error_text(exc))}[/]")
+    sys.exit(1)
 
 
 def make_error_console():
@@ -419,6 +423,28 @@ def _checked(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except FlagError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _console():
+    """The CLI's console; piped (not a terminal, no COLUMNS), 200 columns wide so a table's rows stay
+    whole lines for grep, as kubectl's do."""
+    import os
+
+    console = make_console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 200
+    return console
+
+
+def _table(*columns):
+    """A compact table whose first column (the name) never wraps."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for n, col in enumerate(columns):
+        table.add_column(col, no_wrap=n == 0, overflow="fold")
+    return table
 
 
 def _inference():
@@ -470,7 +496,7 @@ def deploy_group() -> None:
 def deploy_register(name, backend, url, model_path, remote_model, api_key_env, prompt_template, prompt_version,
                     params, price, timeout_s, description, created_by, json_out) -> None:
     """Register NAME's next version (every version is kept); prints the version."""
-    console = make_console()
+    console = _console()
     d = _checked(build_deployment, name, backend, url=url, model_path=model_path, remote_model=remote_model,
                  prompt_template=prompt_template, prompt_version=prompt_version, params=params, price=price,
                  timeout_s=timeout_s, description=description, api_key_env=api_key_env,
@@ -519,9 +545,7 @@ def _prompt_text(d) -> str:
 @click.option("--json", "json_out", is_flag=True)
 def deploy_list(name, all_versions, json_out) -> None:
     """Deployments: the newest version of each (or every version of NAME with --all-versions)."""
-    from rich.table import Table
-
-    console = make_console()
+    console = _console()
     with exit_on_rpc_error():
         resp = _inference().ListDeployments(inference_pb2.ListDeploymentsRequest(name=name, all_versions=all_versions),
                                             timeout=10)
@@ -531,15 +555,11 @@ def deploy_list(name, all_versions, json_out) -> None:
     if not resp.deployments:
         console.print(f"no deployment named {_esc(name)}" if name else "no deployments registered")
         return
-    table = Table()
-    for col in ("deployment", "backend / endpoint", "prompt", "parameters", "price $/1M", "timeout", "created", "by",
-                "description"):
-        table.add_column(col, overflow="fold")
+    table = _table("deployment", "endpoint", "prompt", "parameters", "price $/1M", "created", "by", "description")
     for d in resp.deployments:
         table.add_row(_esc(f"{d.name}@{d.version}"), _esc(_endpoint(d)), _esc(_prompt_text(d)),
-                      _esc(_params_text(d.default_parameters)), _price_text(d),
-                      _seconds(d.timeout_s) if d.backend != "llama_cpp" else "-", when(d.created_at),
-                      _esc(d.created_by or "-"), _esc(d.description))
+                      _esc(_params_text(d.default_parameters)), _price_text(d), when(d.created_at),
+                      _esc(d.created_by or "-"), _esc(d.description or "-"))
     console.print(table)
 
 
@@ -548,7 +568,7 @@ def deploy_list(name, all_versions, json_out) -> None:
 @click.option("--json", "json_out", is_flag=True)
 def deploy_show(ref, json_out) -> None:
     """One deployment version (default: the newest), and the routes that send traffic to it."""
-    console = make_console()
+    console = _console()
     wanted = _checked(parse_ref, ref)
     stub = _inference()
     with exit_on_rpc_error():
@@ -581,11 +601,7 @@ def deployment_uses(d, routes) -> list[str]:
 
 # -- llmops routes -----------------------------------------------------------------------------
 def print_routes(console, routes, *, history: bool = False) -> None:
-    from rich.table import Table
-
-    table = Table()
-    for col in ("route", "rev", "primary", "fallbacks", "canary", "shadow", "retry", "changed", "by", "why"):
-        table.add_column(col, overflow="fold")
+    table = _table("route", "rev", "primary", "fallbacks", "canary", "shadow", "retry", "changed", "by", "why")
     for n, r in enumerate(routes):
         rev = str(r.revision) + (f" (restores {r.restored_from})" if r.restored_from else "")
         if history and n == 0:
@@ -620,7 +636,7 @@ def routes_group(ctx, json_out) -> None:
 @click.option("--json", "json_out", is_flag=True)
 def routes_list(json_out) -> None:
     """The current revision of every route."""
-    console = make_console()
+    console = _console()
     with exit_on_rpc_error():
         resp = _inference().ListRoutes(inference_pb2.ListRoutesRequest(), timeout=10)
     if json_out:
@@ -636,7 +652,7 @@ def routes_list(json_out) -> None:
 @click.option("--json", "json_out", is_flag=True)
 def routes_history(name, json_out) -> None:
     """Every revision of route NAME, newest (the current one) first, with who changed it and why."""
-    console = make_console()
+    console = _console()
     with exit_on_rpc_error():
         resp = _inference().ListRoutes(inference_pb2.ListRoutesRequest(name=name), timeout=10)
     if json_out:
@@ -654,7 +670,7 @@ def routes_history(name, json_out) -> None:
 @click.option("--json", "json_out", is_flag=True)
 def routes_show(name, revision, json_out) -> None:
     """One revision of route NAME, every setting spelled out (defaults included)."""
-    console = make_console()
+    console = _console()
     with exit_on_rpc_error():
         route = _inference().GetRoute(inference_pb2.GetRouteRequest(name=name, revision=revision or 0), timeout=10)
     if json_out:
@@ -732,7 +748,7 @@ def routes_set(name, reason, changed_by, dry_run, json_out, no_fallbacks, fallba
         raise click.UsageError("--no-fallbacks removes the fallbacks: it cannot go with --fallback")
     given_fallbacks = () if no_fallbacks else (tuple(fallbacks) if fallbacks else None)
     flags = RouteFlags(fallbacks=given_fallbacks, **{k: v for k, v in options.items() if k in _ROUTE_FLAG_NAMES})
-    console = make_console()
+    console = _console()
     stub = _inference()
     with exit_on_rpc_error():
         current = _current_route(stub, name)
@@ -764,8 +780,6 @@ def _decision_name(value: int) -> str:
 def print_rollout(console, st, route=None) -> None:
     """One canary's rollout: state, the policy, the evidence per arm, the test against its threshold,
     and the decisions. ``route`` (GetRoute) adds the canary's share of traffic."""
-    from rich.table import Table
-
     ev = st.evidence
     colour = {"gathering": "yellow", "rolled_back": "red", "promoted": "green", "passed": "green"}.get(st.state, "white")
     console.print(f"[bold]route {_esc(st.route)}[/] revision {st.route_revision}  state: [{colour}]{_esc(st.state)}[/]")
@@ -777,10 +791,8 @@ def print_rollout(console, st, route=None) -> None:
     if route is not None and route.revision != st.route_revision:
         console.print(f"  [dim]the route is now at revision {route.revision} ({_esc(canary_text(route))} canary)[/]")
     console.print(f"  policy: {_esc(policy_text(st.policy))}")
-    table = Table()
-    for col in ("arm", "judged", f"mean {ev.score or DEFAULT_POLICY['score']}", "requests", "errors", "error rate",
-                "p95 latency"):
-        table.add_column(col)
+    table = _table("arm", "judged", f"mean {ev.score or DEFAULT_POLICY['score']}", "requests", "errors", "error rate",
+                   "p95 latency")
     table.add_row("canary", str(ev.canary_n), f"{ev.canary_mean:.3f}" if ev.canary_n else "-", str(ev.canary_requests),
                   str(ev.canary_errors), f"{ev.canary_error_rate:.1%}" if ev.canary_requests else "-",
                   f"{ev.canary_p95_latency_ms:.0f} ms" if ev.canary_p95_latency_ms else "-")
@@ -793,7 +805,7 @@ def print_rollout(console, st, route=None) -> None:
         console.print(f"  test {_esc(ev.test)}: statistic {ev.statistic:.3g} vs threshold {ev.threshold:.3g} "
                       f"({'reached' if ev.threshold and ev.statistic >= ev.threshold else 'not reached'})")
     if st.decisions:
-        decisions = Table("when", "decision", "revision", "applied as", "reason")
+        decisions = _table("when", "decision", "revision", "applied as", "reason")
         for d in st.decisions:
             decisions.add_row(when(d.timestamp), _decision_name(d.decision), str(d.route_revision),
                               str(d.applied_revision) if d.applied_revision else "-", _esc(d.reason))
@@ -809,20 +821,28 @@ def rollout_group() -> None:
 @click.argument("route", required=False, default="")
 @click.option("--json", "json_out", is_flag=True)
 def rollout_status(route, json_out) -> None:
-    """The rollout monitor's view of ROUTE's canary (default: every route with one)."""
+    """The rollout monitor's view of ROUTE's canary (default: every route with one): its state, the
+    judged samples and means of both arms, the sequential test against its threshold, error rate,
+    p95 latencies and the decisions; the canary's share of traffic comes from the route itself."""
     from llmops.v1 import drift_pb2
 
-    console = make_console()
+    console = _console()
     client = Client(load_settings())
-    with exit_on_rpc_error():
-        rollouts = client.drift.GetRollout(drift_pb2.GetRolloutRequest(route=route), timeout=10).rollouts
-    routes = {}
+    not_seen = None   # the monitor's NOT_FOUND for a route whose canary it has not seen traffic of yet
+    try:
+        rollouts = list(client.drift.GetRollout(drift_pb2.GetRolloutRequest(route=route), timeout=10).rollouts)
+    except grpc.RpcError as exc:
+        if not (route and exc.code() == grpc.StatusCode.NOT_FOUND):
+            _fail(exc)
+        rollouts, not_seen = [], exc
+    routes, route_errors = {}, {}
     for name in {st.route for st in rollouts} | ({route} if route else set()):
         try:   # the canary's share is the route's; without the inference service the status still shows
             routes[name] = client.inference.GetRoute(inference_pb2.GetRouteRequest(name=name), timeout=5)
         except grpc.RpcError as exc:
-            if not json_out:
-                console.print(f"[dim]route {_esc(name)}: {_esc(exc.code().name)} from inference: {_esc(exc.details())}[/]")
+            route_errors[name] = exc
+    if not_seen is not None and route not in routes:
+        _fail(route_errors.get(route) or not_seen)   # no such route (or inference down): the monitor's word stands
     if json_out:
         out = []
         for st in rollouts:
@@ -833,13 +853,18 @@ def rollout_status(route, json_out) -> None:
             out.append(item)
         _echo_json({"rollouts": out})
         return
+    for name, exc in route_errors.items():
+        console.print(f"[dim]route {_esc(name)}: {_esc(rpc_error_text(exc))} (from inference)[/]")
     if not rollouts:
         r = routes.get(route)
-        if route and r is not None and r.HasField("canary") and r.canary.deployment.name:
-            console.print(f"route {_esc(route)} has canary {_esc(canary_text(r))}; the rollout monitor has not "
-                          "judged any of it yet")
+        if r is not None and r.HasField("canary") and r.canary.deployment.name:
+            console.print(f"route {_esc(route)} revision {r.revision}: canary {_esc(canary_text(r))}, primary "
+                          f"{_esc(ref_text(r.primary))}; state: waiting (the rollout monitor has judged none of its "
+                          "traffic yet)")
+        elif r is not None:
+            console.print(f"route {_esc(route)} revision {r.revision}: no canary (primary {_esc(ref_text(r.primary))})")
         else:
-            console.print(f"route {_esc(route)}: no canary" if route else "no canary is being rolled out")
+            console.print("no canary is being rolled out")
         return
     for st in rollouts:
         print_rollout(console, st, routes.get(st.route))
@@ -860,7 +885,7 @@ def _set_and_report(console, stub, current, route, changed_by, reason, verb: str
 @click.option("--by", "changed_by", default=None, help="Who (default: your login name).")
 def rollout_promote(route, reason, changed_by) -> None:
     """Make ROUTE's canary its primary and drop the canary (what a person does after a 'passed' decision)."""
-    console = make_console()
+    console = _console()
     stub = _inference()
     with exit_on_rpc_error():
         current = stub.GetRoute(inference_pb2.GetRouteRequest(name=route), timeout=10)
@@ -873,7 +898,7 @@ def rollout_promote(route, reason, changed_by) -> None:
 @click.option("--by", "changed_by", default=None, help="Who (default: your login name).")
 def rollout_abort(route, reason, changed_by) -> None:
     """Drop ROUTE's canary: all traffic back to the primary (a new revision)."""
-    console = make_console()
+    console = _console()
     stub = _inference()
     with exit_on_rpc_error():
         current = stub.GetRoute(inference_pb2.GetRouteRequest(name=route), timeout=10)
@@ -892,7 +917,7 @@ def rollout_abort(route, reason, changed_by) -> None:
 @click.option("--json", "json_out", is_flag=True, help="Print the new revision as JSON.")
 def rollback(route, to_revision, reason, changed_by, json_out) -> None:
     """Roll ROUTE back: a new revision that copies an earlier one (every replica applies it within a second)."""
-    console = make_console()
+    console = _console()
     stub = _inference()
     with exit_on_rpc_error():
         current = _current_route(stub, route)
@@ -915,7 +940,7 @@ def rollback(route, to_revision, reason, changed_by, json_out) -> None:
 @click.argument("label", default="production")
 def prompt_label(name, version, label) -> None:
     """Move prompt template NAME's LABEL (default production) to VERSION: roll a prompt forward or back."""
-    console = make_console()
+    console = _console()
     with exit_on_rpc_error():
         t = _inference().SetPromptLabel(inference_pb2.SetPromptLabelRequest(name=name, version=version, label=label),
                                         timeout=30)
