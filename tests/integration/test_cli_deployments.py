@@ -222,7 +222,7 @@ def test_rollout_status_follows_a_bad_canary_to_its_automatic_rollback(kafka, tm
                         timeout_s=15, what="the rollback applied to the route")
         assert "canary" not in r2 and r2["primary"] == {"name": "smol", "version": 1}
         history = run("routes", "history", "chat").output
-        assert "canary of v2" in history and "2 current" in history
+        assert "canary of v2" in history and "2 revisions, current 2" in history
 
         missing = run("rollout", "status", "nope", code=1)
         assert missing.stderr.startswith("NOT_FOUND: ") and "nope" in missing.stderr

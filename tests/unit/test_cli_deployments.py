@@ -1,13 +1,16 @@
 """The pure parts of ``llmops deploy|routes|rollout|rollback``: NAME@VERSION, --param, --price,
 --retry-on, a route built from flags over its current revision, what changed between revisions,
 and the usage errors the CLI reports before it calls any server."""
+import datetime as dt
+
 import pytest
 from click.testing import CliRunner
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmops.cli import main
-from llmops.cli.deployments import (CLEAR, FlagError, RouteFlags, build_deployment, build_route, deployment_uses,
-                                    parse_params, parse_price, parse_ref, parse_retry_on, promoted_route, ref_text,
-                                    route_changes, route_facts)
+from llmops.cli.deployments import (CLEAR, FlagError, RouteFlags, age, build_deployment, build_route,
+                                    deployment_uses, parse_params, parse_price, parse_ref, parse_retry_on,
+                                    promoted_route, ref_text, route_changes, route_facts)
 from llmops.v1 import inference_pb2
 
 Ref = inference_pb2.DeploymentRef
@@ -211,6 +214,22 @@ def test_changes_between_revisions_read_as_old_to_new():
     assert route_changes(cur, build_route("chat", cur, RouteFlags())) == []
     created = route_changes(None, build_route("chat", None, RouteFlags(primary="smol@1")))
     assert created[0] == "primary: smol@1" and not any(c.startswith("canary") for c in created)
+
+
+def test_removing_the_canary_is_one_line_not_its_policy_too():
+    cur = current_route()
+    assert route_changes(cur, build_route("chat", cur, RouteFlags(no_canary=True))) == [
+        "canary: smol@2 10% -> -"]
+
+
+def test_age_reads_like_kubectl():
+    now = dt.datetime(2026, 1, 2, 12, 0, 0, tzinfo=dt.UTC)
+    ts = Timestamp()
+    for delta, text in ((dt.timedelta(seconds=45), "45s"), (dt.timedelta(minutes=12, seconds=5), "12m"),
+                        (dt.timedelta(hours=3), "3h"), (dt.timedelta(days=2, hours=5), "2d")):
+        ts.FromDatetime(now - delta)
+        assert age(ts, now) == text
+    assert age(Timestamp(), now) == "-"
 
 
 def test_facts_spell_out_the_servers_defaults():

@@ -364,13 +364,26 @@ def route_changes(before, after) -> list[str]:
     if before is None:
         return [f"{k}: {v}" for k, v in new.items() if v not in ("-", "none")]
     old = route_facts(before)
-    return [f"{k}: {old[k]} -> {new[k]}" for k in new if old[k] != new[k]]
+    return [f"{k}: {old[k]} -> {new[k]}" for k in new
+            if old[k] != new[k] and not (k == "canary policy" and new["canary"] == "-")]
 
 
 def when(ts) -> str:
     if not ts.seconds and not ts.nanos:
         return "-"
     return dt.datetime.fromtimestamp(ts.seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def age(ts, now: dt.datetime | None = None) -> str:
+    """How long ago, as kubectl's AGE column: ``45s``, ``12m``, ``3h``, ``2d``."""
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    now = now or dt.datetime.now(dt.UTC)
+    secs = max(0, int((now - dt.datetime.fromtimestamp(ts.seconds, dt.UTC)).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
 
 
 def as_json(msg) -> dict:
@@ -414,7 +427,7 @@ def _fail(exc: grpc.RpcError):
 def make_error_console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)   # one line per error, for grep and logs
 
 
 def _checked(fn, *args, **kwargs):
@@ -436,14 +449,15 @@ def _console():
     return console
 
 
-def _table(*columns):
-    """A compact table whose first column (the name) never wraps."""
+def _table(*columns, keys: int = 1):
+    """A compact table; its first ``keys`` columns never wrap, the others wrap at words (a word too long
+    for its column is folded, never cut)."""
     from rich import box
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for n, col in enumerate(columns):
-        table.add_column(col, no_wrap=n == 0, overflow="fold")
+        table.add_column(col, no_wrap=n < keys, overflow="fold")
     return table
 
 
@@ -580,11 +594,14 @@ def deploy_show(ref, json_out) -> None:
         return
     console.print(f"[bold]deployment {_esc(d.name)}@{d.version}[/]  created {when(d.created_at)} by "
                   f"{_esc(d.created_by or '-')}")
-    for label, value in (("backend", d.backend), ("url", d.url or "-"), ("model path", d.model_path or "-"),
-                         ("remote model", d.remote_model or "-"), ("api key env", d.api_key_env or "-"),
-                         ("prompt", _prompt_text(d)), ("parameters", _params_text(d.default_parameters)),
-                         ("price $/1M prompt/completion", _price_text(d)),
-                         ("timeout", _seconds(d.timeout_s)), ("description", d.description or "-")):
+    if d.backend == "llama_cpp":
+        where = (("model path", d.model_path or "the embedded SmolLM2"),)
+    else:
+        where = (("url", d.url), ("remote model", d.remote_model or f"{d.name} (the deployment's name)"),
+                 ("api key env", d.api_key_env or "-"), ("timeout", _seconds(d.timeout_s)))
+    for label, value in (("backend", d.backend), *where, ("prompt", _prompt_text(d)),
+                         ("parameters", _params_text(d.default_parameters)),
+                         ("price $/1M prompt/completion", _price_text(d)), ("description", d.description or "-")):
         console.print(f"  {label}: {_esc(value)}")
     console.print("  used by: " + (_esc(", ".join(uses)) or "no route"))
 
@@ -600,17 +617,29 @@ def deployment_uses(d, routes) -> list[str]:
 
 
 # -- llmops routes -----------------------------------------------------------------------------
-def print_routes(console, routes, *, history: bool = False) -> None:
-    table = _table("route", "rev", "primary", "fallbacks", "canary", "shadow", "retry", "changed", "by", "why")
-    for n, r in enumerate(routes):
-        rev = str(r.revision) + (f" (restores {r.restored_from})" if r.restored_from else "")
-        if history and n == 0:
-            rev += " current"
-        table.add_row(_esc(r.name), rev, _esc(ref_text(r.primary)),
+def print_routes(console, routes) -> None:
+    """The current routes: what serves each, and its last change (age, who, why)."""
+    table = _table("route", "rev", "primary", "fallbacks", "canary", "shadow", "age", "by", "why")
+    for r in routes:
+        table.add_row(_esc(r.name), _rev_text(r), _esc(ref_text(r.primary)),
                       _esc(", ".join(ref_text(f) for f in r.fallbacks) or "-"), _esc(canary_text(r)),
-                      _esc(shadow_text(r)), _esc(retry_text(r)), when(r.created_at), _esc(r.changed_by or "-"),
-                      _esc(r.reason or "-"))
+                      _esc(shadow_text(r)), age(r.created_at), _esc(r.changed_by or "-"), _esc(r.reason or "-"))
     console.print(table)
+
+
+def print_history(console, routes) -> None:
+    """Every revision of one route, newest (current) first."""
+    console.print(f"[bold]route {_esc(routes[0].name)}[/]: {len(routes)} revisions, current {routes[0].revision}")
+    table = _table("rev", "changed", "by", "why", "primary", "fallbacks", "canary", "shadow", "retry")
+    for r in routes:
+        table.add_row(_rev_text(r), when(r.created_at), _esc(r.changed_by or "-"), _esc(r.reason or "-"),
+                      _esc(ref_text(r.primary)), _esc(", ".join(ref_text(f) for f in r.fallbacks) or "-"),
+                      _esc(canary_text(r)), _esc(shadow_text(r)), _esc(retry_text(r)))
+    console.print(table)
+
+
+def _rev_text(r) -> str:
+    return str(r.revision) + (f" (restores {r.restored_from})" if r.restored_from else "")
 
 
 def print_route(console, route) -> None:
@@ -661,7 +690,7 @@ def routes_history(name, json_out) -> None:
         make_error_console().print(f"[red]NOT_FOUND: no route named {_esc(name)}[/]")
         sys.exit(1)
     else:
-        print_routes(console, resp.routes, history=True)
+        print_history(console, resp.routes)
 
 
 @routes_group.command("show")
@@ -792,7 +821,7 @@ def print_rollout(console, st, route=None) -> None:
         console.print(f"  [dim]the route is now at revision {route.revision} ({_esc(canary_text(route))} canary)[/]")
     console.print(f"  policy: {_esc(policy_text(st.policy))}")
     table = _table("arm", "judged", f"mean {ev.score or DEFAULT_POLICY['score']}", "requests", "errors", "error rate",
-                   "p95 latency")
+                   "p95 latency", keys=7)
     table.add_row("canary", str(ev.canary_n), f"{ev.canary_mean:.3f}" if ev.canary_n else "-", str(ev.canary_requests),
                   str(ev.canary_errors), f"{ev.canary_error_rate:.1%}" if ev.canary_requests else "-",
                   f"{ev.canary_p95_latency_ms:.0f} ms" if ev.canary_p95_latency_ms else "-")
@@ -805,7 +834,7 @@ def print_rollout(console, st, route=None) -> None:
         console.print(f"  test {_esc(ev.test)}: statistic {ev.statistic:.3g} vs threshold {ev.threshold:.3g} "
                       f"({'reached' if ev.threshold and ev.statistic >= ev.threshold else 'not reached'})")
     if st.decisions:
-        decisions = _table("when", "decision", "revision", "applied as", "reason")
+        decisions = _table("when", "decision", "revision", "applied as", "reason", keys=4)
         for d in st.decisions:
             decisions.add_row(when(d.timestamp), _decision_name(d.decision), str(d.route_revision),
                               str(d.applied_revision) if d.applied_revision else "-", _esc(d.reason))
