@@ -123,7 +123,7 @@ def test_dashboards_are_generated_from_their_declaration():
     mod = _dashboards_module()
     assert mod.main(["--check"]) == 0, "run python deploy/grafana/dashboards.py"
     files = sorted(p.stem for p in (GRAFANA / "dashboards").glob("*.json"))
-    assert files == sorted(["overview", "quality", "drift", "pipeline"])
+    assert files == sorted(["overview", "quality", "drift", "pipeline", "rollouts"])   # rollouts: deploy/grafana/rollouts.py
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:
