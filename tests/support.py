@@ -177,13 +177,21 @@ def running_services(settings: Settings, builds):
 def llama_openai_server(log_dir: Path, alias: str = "smollm2", timeout_s: float = 90.0):
     """llama-cpp-python's real OpenAI-compatible server (``python -m llama_cpp.server``) on the
     packaged GGUF, for the test's lifetime: its base URL (…/v1). Offline: it inherits llmops' switches."""
+    port = free_port()
+    with llama_openai_process(log_dir / "llama-server.log", port, alias, timeout_s):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextlib.contextmanager
+def llama_openai_process(log_path: Path, port: int, alias: str = "smollm2", timeout_s: float = 90.0):
+    """:func:`llama_openai_server` on a given ``port``, yielding its process: a test can SIGKILL it
+    and start it again on the same port (the same base URL, http://127.0.0.1:<port>/v1)."""
     from llmops.common.settings import packaged_gguf
 
-    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", packaged_gguf(), "--model_alias", alias,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
            "--interrupt_requests", "False"]
-    with http_server_process("llama_cpp.server", cmd, f"{url}/models", log_dir / "llama-server.log",
-                             timeout_s=timeout_s, stop_timeout_s=10.0):
-        yield url
+    with http_server_process("llama_cpp.server", cmd, f"{url}/models", log_path,
+                             timeout_s=timeout_s, stop_timeout_s=10.0) as proc:
+        yield proc

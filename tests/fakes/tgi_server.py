@@ -13,6 +13,14 @@ fixed passage, starting at an offset derived from the prompt (greedy) or from th
 (sampling), ends with an EOS token after a prompt-dependent length, and honours
 ``max_new_tokens``, ``stop`` and ``top_n_tokens`` (at most ``max_top_n_tokens``, default 5 as in
 TGI). Its tokenizer splits text into words with their leading space.
+
+Fault injection, for the routing tests: :meth:`FakeTgi.set_fault` makes the next N generation
+requests (``/``, ``/generate``, ``/generate_stream``; or all of them until :meth:`FakeTgi.clear_fault`)
+answer HTTP 503 (as a load balancer or an endpoint that is scaling does), HTTP 429 (TGI's own
+``overloaded`` error), or hang without answering (past any client timeout; released at
+:meth:`FakeTgiServer.stop`). ``FakeTgiConfig.delay_s`` delays every generation answer (a slow model)
+and ``FakeTgiConfig.passage`` sets the words answers are made of (to tell two fakes apart).
+Every generation request is counted in :attr:`FakeTgi.calls`, with the time it arrived.
 """
 from __future__ import annotations
 
@@ -22,8 +30,9 @@ import random
 import re
 import socket
 import threading
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -65,6 +74,20 @@ class FakeTgiConfig:
     max_total_tokens: int = 2048
     max_stop_sequences: int = 4
     max_top_n_tokens: int = 5      # TGI's --max-top-n-tokens default
+    passage: list[str] = field(default_factory=lambda: list(PASSAGE))   # the words answers are made of
+    delay_s: float = 0.0           # every generation request is answered (or failed) after this long
+
+
+FAULTS = ("503", "429", "hang")
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    """One generation request the fake received: its route, when it arrived (``time.monotonic()``, the
+    same clock as the test's: the fake runs in the test's process) and what it was answered."""
+    path: str
+    started: float
+    outcome: str   # "ok" or the fault: "503", "429", "hang"
 
 
 class FakeTgi:
@@ -74,6 +97,33 @@ class FakeTgi:
         self.config = config or FakeTgiConfig()
         self.requests: list[dict[str, Any]] = []   # every /generate* body, for assertions
         self.authorizations: list[tuple[str, str]] = []   # (path, Authorization header) of every request
+        self.calls: list[GenerationCall] = []             # every generation request, faulted or not
+        self._fault: str = ""
+        self._fault_left: int | None = None
+        self._lock = threading.Lock()
+
+    # -- fault injection (set from the test's thread, read on the server's loop) -------------------
+    def set_fault(self, kind: str, times: int | None = None) -> None:
+        """The next ``times`` generation requests (None: every one until :meth:`clear_fault`) get
+        ``kind``: "503", "429" or "hang"."""
+        if kind not in FAULTS:
+            raise ValueError(f"fault {kind!r} is not one of {FAULTS}")
+        with self._lock:
+            self._fault, self._fault_left = kind, times
+
+    def clear_fault(self) -> None:
+        with self._lock:
+            self._fault, self._fault_left = "", None
+
+    def _next_outcome(self, path: str) -> str:
+        with self._lock:
+            outcome = self._fault or "ok"
+            if self._fault and self._fault_left is not None:
+                self._fault_left -= 1
+                if self._fault_left <= 0:
+                    self._fault, self._fault_left = "", None
+            self.calls.append(GenerationCall(path, time.monotonic(), outcome))
+        return outcome
 
     # -- validation, as router/src/validation.rs ----------------------------------------------
     def validate(self, body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
@@ -120,11 +170,12 @@ class FakeTgi:
         """(tokens with their top alternatives, generated_text, finish_reason, seed)."""
         sampling = bool(p.get("do_sample")) or any(p.get(k) is not None for k in ("temperature", "top_p", "top_k"))
         seed = None
+        passage = self.config.passage
         h = zlib.crc32(inputs.encode())
-        start, answer_len = h % len(PASSAGE), 6 + (h >> 8) % 10
+        start, answer_len = h % len(passage), 6 + (h >> 8) % 10
         if sampling:
             seed = p["seed"] if p.get("seed") is not None else random.getrandbits(63)
-            start = random.Random(seed).randrange(len(PASSAGE))
+            start = random.Random(seed).randrange(len(passage))
         top_n = p.get("top_n_tokens") or 0
         stops = p.get("stop") or []
         steps: list[tuple[dict, list[dict]]] = []
@@ -134,7 +185,7 @@ class FakeTgi:
                 steps.append(({**EOS, "logprob": -0.3}, self._top(EOS["text"], start + i, top_n, special=True)))
                 finish = "eos_token"
                 break
-            word = PASSAGE[(start + i) % len(PASSAGE)]
+            word = passage[(start + i) % len(passage)]
             piece = word if i == 0 else f" {word}"
             steps.append(({"id": token_id(piece), "text": piece, "logprob": -0.2, "special": False},
                           self._top(piece, start + i, top_n)))
@@ -207,18 +258,42 @@ def _error(status: int, message: str, error_type: str) -> web.Response:
     return web.json_response({"error": message, "error_type": error_type}, status=status)
 
 
-def make_app(tgi: FakeTgi) -> web.Application:
+FAULT_ANSWERS = {
+    "503": (503, "Service Unavailable", "unavailable"),   # a load balancer / an endpoint scaling up
+    "429": (429, "Model is overloaded", "overloaded"),    # TGI's InferError::Overloaded
+}
+
+
+def make_app(tgi: FakeTgi, release: asyncio.Event) -> web.Application:
+    """``release`` ends every hanging request (set at shutdown)."""
+
+    async def faulted(request: web.Request) -> web.Response | None:
+        """The fault this generation request gets (after the configured delay), or None: answer it."""
+        outcome = tgi._next_outcome(request.path)
+        if tgi.config.delay_s:
+            await asyncio.sleep(tgi.config.delay_s)
+        if outcome == "hang":
+            await release.wait()
+            return _error(503, "the fake TGI was stopped while hanging", "unavailable")
+        if outcome in FAULT_ANSWERS:
+            return _error(*FAULT_ANSWERS[outcome])
+        return None
+
     async def generate(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         tgi.requests.append(body)
+        if (fault := await faulted(request)) is not None:
+            return fault
         try:
             return web.json_response(tgi.generate(body))
         except ValidationFailed as exc:
             return _error(422, str(exc), "validation")
 
-    async def generate_stream(request: web.Request) -> web.StreamResponse:
+    async def generate_stream(request: web.Request, counted: bool = False) -> web.StreamResponse:
         body = await request.json()
         tgi.requests.append(body)
+        if not counted and (fault := await faulted(request)) is not None:
+            return fault
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
@@ -231,8 +306,11 @@ def make_app(tgi: FakeTgi) -> web.Application:
     async def compat(request: web.Request) -> web.StreamResponse:
         """``POST /``: what the ``text-generation`` client calls; a list for ``stream: false``."""
         body = await request.json()
+        if (fault := await faulted(request)) is not None:
+            tgi.requests.append(body)
+            return fault
         if body.get("stream"):
-            return await generate_stream(request)
+            return await generate_stream(request, counted=True)
         tgi.requests.append(body)
         try:
             return web.json_response([tgi.generate(body)])
@@ -281,6 +359,7 @@ class FakeTgiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
+        self._release: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-tgi", daemon=True)
 
     def start(self) -> "FakeTgiServer":
@@ -289,11 +368,14 @@ class FakeTgiServer:
         return self
 
     async def _serve(self) -> None:
-        self._runner = web.AppRunner(make_app(self.tgi))
+        self._release = asyncio.Event()
+        self._runner = web.AppRunner(make_app(self.tgi, self._release))
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     def stop(self) -> None:
+        if self._release is not None:   # hanging requests end first, so the cleanup need not wait for them
+            self._loop.call_soon_threadsafe(self._release.set)
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
