@@ -330,7 +330,7 @@ class InferenceEngine:
                 rec.end(span)
                 failures.append(f"{d.name}@{d.version}: circuit open")
                 continue
-            prep = await self._prepare(req, d, question, history, contexts, rec, root)
+            prep: _Prepared | None = None
             for n in range(1, plan.retry.attempts + 1):
                 wait = plan.retry.backoff(n - 1, self.router.rng) if n > 1 else 0.0
                 if loop.time() + wait >= deadline:
@@ -350,6 +350,8 @@ class InferenceEngine:
                 tokens_out = 0
                 try:
                     gen: Generation | None = None
+                    if prep is None:   # rendering and counting may ask the server: a server away fails the attempt
+                        prep = await self._prepare(req, d, question, history, contexts, rec, root)
                     if stream:
                         async for item in _with_first_timeout(prep.backend.generate_stream(prep.rendered, prep.params),
                                                               timeout, budget):
