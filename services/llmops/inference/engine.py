@@ -364,6 +364,7 @@ class InferenceEngine:
                         gen = await _within(prep.backend.generate(prep.rendered, prep.params), timeout, budget)
                     assert gen is not None
                 except (InvalidArgument, NotFound, DeadlineExceeded) as exc:
+                    self.router.abandon(route, d)   # a half-open trial must not stay in flight for good
                     rec.end(span, exc, outcome="rejected" if not isinstance(exc, DeadlineExceeded) else "deadline")
                     metrics.ROUTE_ATTEMPTS.labels(*label, "deadline" if isinstance(exc, DeadlineExceeded)
                                                   else "error").inc()
@@ -382,6 +383,9 @@ class InferenceEngine:
                     if kind in plan.retry.retry_on and n < plan.retry.attempts:
                         continue
                     break
+                except BaseException:   # cancelled: the client went away (or the stream was closed)
+                    self.router.abandon(route, d)
+                    raise
                 self.router.record(route, d, ok=True)
                 metrics.ROUTE_ATTEMPTS.labels(*label, "ok").inc()
                 metrics.GENERATION_LATENCY.labels(d.name).observe(time.perf_counter() - g0)

@@ -82,6 +82,10 @@ class Router:
         threshold, cooldown = circuit_of(route)
         self.circuits.record(key_of(d), ok, threshold, cooldown)
 
+    def abandon(self, route: inference_pb2.Route, d: inference_pb2.Deployment) -> None:
+        """An attempt that ended without an outcome for the circuit (see :meth:`CircuitBreakers.abandon`)."""
+        self.circuits.abandon(key_of(d), circuit_of(route)[1])
+
     @staticmethod
     def _circuit_changed(key: tuple[str, int], is_open: bool) -> None:
         metrics.CIRCUIT_OPEN.labels(key[0], str(key[1])).set(1 if is_open else 0)

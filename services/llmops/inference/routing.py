@@ -205,6 +205,16 @@ class CircuitBreakers:
         b = self._state.get(key)
         return b is not None and b.open_until != 0.0
 
+    def abandon(self, key: tuple[str, int], cooldown_s: float) -> None:
+        """The half-open trial ended with neither an answer nor a failure of the deployment's (the
+        client's deadline passed or it went away, or the request was refused): open for another
+        cooldown, so the deployment gets a later trial, and one that hangs is not tried by every
+        request meanwhile. Nothing changes for a request that was not the trial."""
+        b = self._state.get(key)
+        if b is not None and b.trial:
+            b.trial = False
+            b.open_until = self.clock() + cooldown_s
+
     def record(self, key: tuple[str, int], ok: bool, threshold: int, cooldown_s: float) -> None:
         b = self._state.setdefault(key, _Breaker())
         was_open = b.open_until != 0.0
