@@ -1,5 +1,6 @@
 """`make bench`: every benchmark, one after the other (they share the machine's two cores)."""
-from bench import drift, gateway, judging, otlp_ingest, request_path, routing, trace_ingest, trace_store
+from bench import (drift, gateway, judging, otlp_ingest, request_path, rollback_detection, routing, trace_ingest,
+                   trace_store)
 
 if __name__ == "__main__":
     trace_ingest.run()
@@ -10,3 +11,4 @@ if __name__ == "__main__":
     routing.run()
     judging.run()
     drift.run()
+    rollback_detection.run()
