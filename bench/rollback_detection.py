@@ -30,9 +30,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import percentile, report
 from llmops.drift.rollout import ROLLBACK, Policy, Rollout
 from llmops.v1 import events_pb2
+
+from bench.common import percentile, report
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_labelled.jsonl"
 CANARY_SHARE = 0.2
@@ -153,8 +154,7 @@ def run(seed: int = 5) -> dict:
                          d["canary_judged_p50"], d["canary_judged_p90"], d["judged_p50"], d["judged_p90"], "-"])
         for label, fr in (("stationary (no drop)", stationary), (f"drop = max_drop {policy.max_drop:g}", boundary)):
             rows.append([scores.name, label, fr["runs"], f"{fr['false_rollbacks']} of {fr['runs']}", "-", "-", "-",
-                         "-", f"{fr['false_rollbacks']} in {fr['runs']} x {fr['requests_per_run']:,} "
-                              f"(bound {policy.alpha:.0%})"])
+                         "-", f"{fr['false_rollbacks']} in {fr['runs']} x {fr['requests_per_run']:,} (bound {policy.alpha:.0%})"])
         results[scores.name] = {"detection": det, "stationary": stationary, "boundary": boundary}
     # what it costs: one request with its score through the statistics
     t1 = time.perf_counter()

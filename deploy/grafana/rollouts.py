@@ -62,8 +62,9 @@ ROLLOUTS = [
           description="From the inference service. Errors and fallbacks count against the canary's max_error_rate."),
 ]
 
-D.DASHBOARDS["rollouts"] = ("llmops / Rollouts", "Canary rollouts decided by the judge: decisions, judged requests, "
-                            "score means per arm, the sequential test against its threshold", ROLLOUTS)
+DESCRIPTION = ("Canary rollouts decided by the judge: decisions, judged requests, score means per arm, "
+               "the sequential test against its threshold")
+D.DASHBOARDS["rollouts"] = ("llmops / Rollouts", DESCRIPTION, ROLLOUTS)
 
 
 def dashboard_json() -> dict:

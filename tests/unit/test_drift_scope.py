@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from llmops.drift.features import Observation
 from llmops.drift.join import JoinEntry, merge, new_entry, observation
 from llmops.drift.monitor_config import Scope, load_specs
 from llmops.drift.store import DriftStore
 from llmops.v1 import common_pb2, events_pb2
+
 from tests.support import make_settings
 
 TID = "d" * 32

@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from llmops.common import metrics
 from llmops.common.envelope import Record, encode
 from llmops.drift.engine import DriftEngine
