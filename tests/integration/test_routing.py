@@ -372,6 +372,22 @@ def test_a_20_percent_canary_serves_20_percent_and_a_sticky_one_keeps_each_sessi
     assert 0 < on_canary < 50 and within_binomial(on_canary, 50, 0.2), f"{on_canary} of 50 sessions on the canary"
 
 
+def test_a_failing_canary_falls_back_to_the_primary_and_its_completion_says_so(stack, fakes):
+    """The rollout monitor counts such a request as a failure of the canary arm and leaves its score out."""
+    s, client = stack
+    p_fake, c_fake = fakes(passage=B_WORDS), fakes()
+    c_fake.tgi.set_fault("503")
+    dp, dc = register(client, unique("cf-p"), p_fake.url), register(client, unique("cf-c"), c_fake.url)
+    route = set_route(client, inference_pb2.Route(name=unique("cf"), primary=ref(dp), retry=retry(1, 0.05),
+                                                  canary=inference_pb2.Canary(deployment=ref(dc), percent=100)))
+    r = generate(client, route.name)
+    assert (r.arm, r.deployment, r.attempts) == ("canary", dp.name, 2) and is_made_of(r.text, B_WORDS)
+    msgs = consume_until(s.kafka_bootstrap, s.topic("completions"), lambda ms: any(m.key == r.trace_id.encode()
+                                                                                    for m in ms))
+    ev = next(events_pb2.CompletionEvent.FromString(m.value) for m in msgs if m.key == r.trace_id.encode())
+    assert (ev.arm, ev.deployment, ev.fallback, ev.attempts, ev.error) == ("canary", dp.name, True, 2, "")
+
+
 # -- 5. shadow ---------------------------------------------------------------------------------------------
 def test_a_shadow_copy_is_traced_as_its_own_completion_and_never_returned_or_waited_for(stack, fakes):
     s, client = stack
@@ -406,6 +422,66 @@ def test_a_shadow_copy_is_traced_as_its_own_completion_and_never_returned_or_wai
                       what="the shadow's trace")
     assert root.attributes["shadow_of"] == r.trace_id and root.attributes["arm"] == "shadow"
     assert all(sp.name != "shadow" for sp in client.get_trace(r.trace_id).spans)
+
+
+def test_a_failing_shadow_never_touches_the_answer(stack, fakes):
+    s, client = stack
+    p_fake, sh_fake = fakes(), fakes()
+    sh_fake.tgi.set_fault("503")
+    dp, dsh = register(client, unique("shf-p"), p_fake.url), register(client, unique("shf-s"), sh_fake.url)
+    route = set_route(client, inference_pb2.Route(
+        name=unique("shf"), primary=ref(dp), shadow=inference_pb2.Shadow(deployment=ref(dsh), percent=100)))
+    labels = {"route": route.name, "deployment": dsh.name, "version": "1", "outcome": "error"}
+    r = generate(client, route.name)
+    assert (r.deployment, r.arm) == (dp.name, "primary")
+    wait_until(lambda: REGISTRY.get_sample_value("llmops_shadow_requests_total", labels) == 1,
+               what="the shadow's failure counted")
+    assert len(sh_fake.tgi.calls) == 1
+
+
+# -- routes: history and rollbacks ------------------------------------------------------------------------
+def test_rollbacks_step_back_through_the_history_and_each_is_a_new_revision(stack, fakes):
+    s, client = stack
+    fs = [fakes(), fakes(passage=B_WORDS), fakes(passage=SHADOW_WORDS)]
+    ds = [register(client, unique(f"hist{i}"), f.url) for i, f in enumerate(fs)]
+    name = unique("hist")
+    for d in ds:   # revisions 1, 2, 3
+        set_route(client, inference_pb2.Route(name=name, primary=ref(d)), reason=f"to {d.name}")
+
+    def rollback(**kw):
+        return client.inference.Rollback(inference_pb2.RollbackRequest(route=name, changed_by="ops", **kw), timeout=10)
+
+    r4 = rollback()
+    assert (r4.revision, r4.restored_from, r4.primary.name, r4.reason) == (4, 2, ds[1].name, "rollback to revision 2")
+    assert generate(client, name).deployment == ds[1].name
+    r5 = rollback()   # from a revision that restored 2: back to 1
+    assert (r5.revision, r5.restored_from, r5.primary.name) == (5, 1, ds[0].name)
+    assert generate(client, name).deployment == ds[0].name
+    code, msg = code_of(lambda: rollback())
+    assert code == grpc.StatusCode.FAILED_PRECONDITION, msg
+    r6 = rollback(to_revision=3, reason="three was fine after all")
+    assert (r6.revision, r6.restored_from, r6.primary.name, r6.reason) == (6, 3, ds[2].name, "three was fine after all")
+    assert generate(client, name).route_revision == 6
+    code, msg = code_of(lambda: rollback(to_revision=6))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "below the current revision 6" in msg, msg
+    history = client.inference.ListRoutes(inference_pb2.ListRoutesRequest(name=name), timeout=10).routes
+    assert [(h.revision, h.changed_by) for h in history] == [(6, "ops"), (5, "ops"), (4, "ops"), (3, "test"),
+                                                             (2, "test"), (1, "test")]
+    old = client.inference.GetRoute(inference_pb2.GetRouteRequest(name=name, revision=2), timeout=10)
+    assert (old.primary.name, old.reason) == (ds[1].name, f"to {ds[1].name}")
+
+
+def test_a_deployments_default_parameters_apply_where_the_request_sets_none(stack, fakes):
+    s, client = stack
+    fake = fakes()
+    d = register(client, unique("defaults"), fake.url,
+                 default_parameters=inference_pb2.GenerationParameters(max_new_tokens=2, stop=["France"]))
+    route = set_route(client, inference_pb2.Route(name=unique("defaults"), primary=ref(d)))
+    client.inference.Generate(generate_request("Where is Paris?", model=route.name), timeout=30)
+    sent = fake.tgi.requests[-1]["parameters"]
+    assert (sent["max_new_tokens"], sent["stop"]) == (2, ["France"])
+    generate(client, route.name)   # max_new_tokens=4 set by the request
+    assert fake.tgi.requests[-1]["parameters"]["max_new_tokens"] == 4
 
 
 # -- 7. bad admin input ------------------------------------------------------------------------------------
