@@ -9,6 +9,10 @@ upstream served it. ``GET /stats`` counts the requests per path (404s included),
 checks how many upstream calls a gateway makes per request, and over how many connections (the
 client ports it saw on the generation routes).
 
+``--vllm-extras`` adds vLLM's own ``POST /tokenize`` (a prompt, or chat messages rendered with a
+template) and ``POST /detokenize``, the routes a client uses for token counts and the model's chat
+template; a token here is one character, so ``/detokenize`` gives back exactly what was rendered.
+
 Run it in a process of its own: ``python -m bench.instant_openai --port N --name A --model M``.
 """
 from __future__ import annotations
@@ -27,7 +31,7 @@ def _dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def build_app(name: str, model: str) -> web.Application:
+def build_app(name: str, model: str, vllm_extras: bool = False) -> web.Application:
     answer = f"ok from {name}"
     usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
              "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}
@@ -94,7 +98,28 @@ def build_app(name: str, model: str) -> web.Application:
         return _error(404, f"Unknown request URL: {request.method} {request.path}.", "invalid_request_error",
                       "unknown_url")
 
+    async def tokenize(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        req = json.loads(await request.read())
+        if "messages" in req:
+            text = "".join(f"<|{m['role']}|>{m['content']}\n" for m in req["messages"])
+            text += "<|assistant|>" if req.get("add_generation_prompt") else ""
+        else:
+            text = str(req.get("prompt", ""))
+        tokens = [ord(c) for c in text]
+        return web.Response(body=_dumps({"count": len(tokens), "max_model_len": 4096, "tokens": tokens}),
+                            content_type="application/json")
+
+    async def detokenize(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        req = json.loads(await request.read())
+        return web.Response(body=_dumps({"prompt": "".join(map(chr, req.get("tokens", [])))}),
+                            content_type="application/json")
+
     app = web.Application()
+    if vllm_extras:
+        app.router.add_post("/tokenize", tokenize)
+        app.router.add_post("/detokenize", detokenize)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
@@ -114,8 +139,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", default="upstream")
     ap.add_argument("--model", default="bench-model")
+    ap.add_argument("--vllm-extras", action="store_true", help="also vLLM's /tokenize and /detokenize")
     args = ap.parse_args()
-    web.run_app(build_app(args.name, args.model), host="127.0.0.1", port=args.port, access_log=None,
+    web.run_app(build_app(args.name, args.model, args.vllm_extras), host="127.0.0.1", port=args.port, access_log=None,
                 print=None, reuse_address=True)
 
 
