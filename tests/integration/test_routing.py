@@ -151,9 +151,6 @@ def test_a_failing_primary_is_retried_then_the_fallback_answers_and_the_trace_sh
     assert (root.attributes["deployment"], root.attributes["attempts"]) == (db.name, "4")
 
 
-@pytest.mark.xfail(strict=True, reason="llmops.backends.tgi.TgiBackend._mapped maps TGI's 429 (error_type overloaded, "
-                   "text_generation's OverloadedError) to Unavailable, not RateLimited as the openai backend and "
-                   "RETRY_ON_RATE_LIMITED ('HTTP 429') have it; not in this test's files to fix")
 def test_a_rate_limited_primary_is_retried_when_the_route_retries_rate_limits(stack, fakes):
     """TGI answers 429 (``overloaded``) when its queue is full: a route that retries rate limits retries it."""
     s, client = stack
@@ -550,9 +547,6 @@ def test_a_route_whose_primary_is_down_does_not_break_list_models(stack):
     assert models[route.name].backend == "tgi" and models[route.name].max_total_tokens == 0   # unknown
 
 
-@pytest.mark.xfail(strict=True, reason="llmops.inference.gateway.OpenAIGateway.list_models (openai_shapes.model_card) "
-                   "asks every route's primary for its limits and fails with 503 when one is down; not in this "
-                   "test's files to fix (gRPC ListModels is fixed)")
 def test_a_route_whose_primary_is_down_does_not_break_the_gateways_model_list(stack):
     import httpx
 

@@ -30,10 +30,12 @@ Those two calls are synchronous in the protocol: short blocking requests, with c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import ssl
+import weakref
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
@@ -92,6 +94,8 @@ class OpenAICompatBackend:
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self._ssl = ssl.create_default_context()   # shared: a client per request stays cheap
         self._http = httpx.Client(headers=self._headers, timeout=min(timeout_s, 30.0))
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary())
         self._max_model_len: int | None = None
         self._models_loaded = False
         self._tokenize_route: str | None = None   # None: not probed yet; "": the server has none
@@ -216,9 +220,17 @@ class OpenAICompatBackend:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _client(self) -> httpx.AsyncClient:
-        # a client per call: an AsyncClient's pool is bound to one event loop, the backend is not
-        return httpx.AsyncClient(headers=self._headers, timeout=self._timeout, verify=self._ssl)
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The event loop's client: one per loop (an AsyncClient's pool belongs to one loop; the
+        backend may be used from several, e.g. tests), kept open so connections are reused —
+        a new connection per request was most of the gateway's time over a fast upstream."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = self._clients[loop] = httpx.AsyncClient(headers=self._headers, timeout=self._timeout,
+                                                             verify=self._ssl)
+        yield client
 
     def _status_error(self, resp: httpx.Response) -> Exception:
         msg = f"{self.base_url}: HTTP {resp.status_code}: {_error_message(resp)}"
@@ -329,3 +341,13 @@ class OpenAICompatBackend:
 
     def close(self) -> None:
         self._http.close()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, client in list(self._clients.items()):   # a closed loop's client has no socket left to close
+            if loop is running:
+                loop.create_task(client.aclose())
+            elif not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        self._clients.clear()

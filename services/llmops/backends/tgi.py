@@ -154,8 +154,8 @@ class TgiBackend:
 
         if isinstance(exc, (errors.ValidationError, errors.BadRequestError)):
             return InvalidArgument(str(exc))
-        if isinstance(exc, errors.RateLimitExceededError):
-            return RateLimited(f"TGI at {self.url} is rate limiting: {exc}")
+        if isinstance(exc, (errors.RateLimitExceededError, errors.OverloadedError)):   # TGI's 429s
+            return RateLimited(f"TGI at {self.url} is rate limiting or overloaded (429): {exc}")
         if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
             return Unavailable(f"TGI at {self.url} is unreachable or timed out: {type(exc).__name__}: {exc}")
         return Unavailable(f"TGI at {self.url} failed: {type(exc).__name__}: {exc}")

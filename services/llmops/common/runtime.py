@@ -3,6 +3,7 @@ faust worker), SERVING once they are ready, and an orderly stop on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
@@ -73,5 +74,10 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
     async def start() -> None:
         await parts.start()
         await parts.ready.wait()
+        # what start-up built (models, tables, clients) lives as long as the service: moved out of the
+        # collector's reach, so a full collection no longer walks it and stalls the event loop (about
+        # 50 ms every 1.5 s on the gateway's path before; under 1 ms after)
+        gc.collect()
+        gc.freeze()
 
     await serve_until_stopped(server, start, parts.stop, stop_event)

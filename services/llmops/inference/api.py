@@ -1,7 +1,7 @@
 """InferenceService: protobuf in, engine call, protobuf out."""
 from __future__ import annotations
 
-from llmops.common.errors import FailedPrecondition, Unavailable
+from llmops.common.errors import FailedPrecondition
 from llmops.common.server import incoming_trace
 from llmops.backends.protocol import ChatTurn
 from llmops.inference.deployment_admin import DeploymentAdmin
@@ -92,11 +92,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         for name in router.route_names():
             d = router.primary_of(name)
             info = inference_pb2.ModelInfo(id=name, backend=d.backend, is_default=name == router.default_route)
-            try:
-                lim = (await router.backend(d)).limits()
+            lim = await router.limits(d)   # None: a primary that is down is still a model; limits 0 = unknown
+            if lim is not None:
                 info.max_input_tokens, info.max_total_tokens = lim.max_input_tokens, lim.max_total_tokens
-            except Unavailable:   # a primary that is down is still a model clients may ask for: limits 0 = unknown
-                pass
             out.append(info)
         return inference_pb2.ListModelsResponse(models=out)
 

@@ -98,15 +98,21 @@ class OpenAIGateway:
 
     async def list_models(self, request: web.Request) -> web.Response:
         router = self.engine.router
-        data = [shapes.model_card(n, await router.backend(router.primary_of(n)), self.created, n == router.default_route)
-                for n in router.route_names()]
+        data = []
+        for n in router.route_names():
+            d = router.primary_of(n)
+            data.append(shapes.model_card(n, d.backend, await router.limits(d), self.created, n == router.default_route))
         return web.Response(body=_dumps({"object": "list", "data": data}), content_type="application/json")
 
     async def get_model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
-        backend = await router_backend(self.engine.router, name)
-        return web.Response(body=_dumps(shapes.model_card(name, backend, self.created,
-                                                          name == self.engine.default_model)),
+        router = self.engine.router
+        try:
+            d = router.primary_of(name)
+        except NotFound as exc:
+            raise ModelNotFound(str(exc)) from None
+        return web.Response(body=_dumps(shapes.model_card(name, d.backend, await router.limits(d), self.created,
+                                                          name == router.default_route)),
                             content_type="application/json")
 
     async def health(self, request: web.Request) -> web.Response:
@@ -266,10 +272,3 @@ def _internal(trace_id: str) -> str:
     return "internal error in the inference service" + (f" (trace_id={trace_id})" if trace_id else "") + \
         "; the service log has the details"
 
-
-async def router_backend(router, name: str):
-    """The backend of the primary deployment of route ``name``; 404 for an unknown model."""
-    try:
-        return await router.backend(router.primary_of(name))
-    except NotFound as exc:
-        raise ModelNotFound(str(exc)) from None

@@ -75,8 +75,9 @@ async def build(settings: Settings) -> ServiceParts:
     router = Router(RouteTable(), open_deployment, settings.model_name)
     admin = DeploymentAdmin(store, router, prompts, bus, settings.topic("config"))
     feed = ConfigFeed(settings, admin.apply_records, name="inference-config-feed")
-    decisions = KafkaBatchWorker(settings, GROUP, [settings.topic("deployments")], RolloutDecisions(admin),
-                                 lambda: DeadLetterQueue(bus, GROUP), name="inference-rollout-decisions",
+    group = f"{settings.topic_prefix}{GROUP}"   # stacks sharing a broker under other prefixes never share it
+    decisions = KafkaBatchWorker(settings, group, [settings.topic("deployments")], RolloutDecisions(admin),
+                                 lambda: DeadLetterQueue(bus, group), name="inference-rollout-decisions",
                                  max_batch=100, within_ms=200)
     retrieval = GrpcRetrievalClient(settings.grpc_target("retrieval"))
     busy = BusySignal(settings.busy_signal_path)

@@ -535,7 +535,10 @@ class StopHoldback:
         return out
 
 
-def model_card(name: str, backend, created: int, default: bool) -> dict:
-    lim = backend.limits()
-    return {"id": name, "object": "model", "created": created, "owned_by": "llmops", "backend": backend.kind,
-            "max_model_len": lim.max_total_tokens, "max_input_tokens": lim.max_input_tokens, "default": default}
+def model_card(name: str, kind: str, limits, created: int, default: bool) -> dict:
+    """``limits`` None: the model's server cannot say now (down); its limits are left out."""
+    card = {"id": name, "object": "model", "created": created, "owned_by": "llmops", "backend": kind,
+            "default": default}
+    if limits is not None:
+        card.update(max_model_len=limits.max_total_tokens, max_input_tokens=limits.max_input_tokens)
+    return card

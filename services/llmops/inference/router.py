@@ -9,9 +9,9 @@ import random
 import time
 from typing import Awaitable, Callable
 
-from llmops.backends.protocol import ModelBackend
+from llmops.backends.protocol import ModelBackend, ModelLimits
 from llmops.common import metrics
-from llmops.common.errors import NotFound
+from llmops.common.errors import NotFound, Unavailable
 from llmops.inference.routing import ARM_PRIMARY, CircuitBreakers, Plan, RouteTable, circuit_of, key_of
 from llmops.v1 import events_pb2, inference_pb2
 
@@ -74,6 +74,15 @@ class Router:
                 b = self._backends[key] = await self._open(d)
                 log.info("opened the %s backend of deployment %s@%d", d.backend, d.name, d.version)
         return b
+
+    async def limits(self, d: inference_pb2.Deployment) -> ModelLimits | None:
+        """The deployment's token limits, or None while its server cannot say (it may be down).
+        Asked off the event loop: a remote backend's first answer is a blocking HTTP call."""
+        try:
+            backend = await self.backend(d)
+            return await asyncio.to_thread(backend.limits)
+        except Unavailable:
+            return None
 
     def allow(self, d: inference_pb2.Deployment) -> bool:
         return self.circuits.allow(key_of(d))
