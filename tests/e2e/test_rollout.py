@@ -50,10 +50,11 @@ def canary_route(name: str, canary: inference_pb2.Deployment, max_samples: int) 
                                                auto_promote=True)))
 
 
-def drive_until_decided(client: Client, admin, route: str, revision: int, limit: int) -> tuple[inference_pb2.Route, int]:
+def drive_until_decided(client: Client, admin, route: str, revision: int, limit: int,
+                        questions: list[str] = QUESTIONS) -> tuple[inference_pb2.Route, int]:
     """RAG requests until the route leaves ``revision`` (a decision was applied); (new route, requests sent)."""
     for n in range(limit):
-        client.generate(QUESTIONS[n % len(QUESTIONS)], rag=True, max_new_tokens=24)
+        client.generate(questions[n % len(questions)], rag=True, max_new_tokens=24)
         current = admin.GetRoute(inference_pb2.GetRouteRequest(name=route), timeout=10)
         if current.revision != revision:
             return current, n + 1
@@ -98,13 +99,16 @@ def test_the_judge_rolls_back_a_bad_canary_and_promotes_a_good_one(stack):
     history = admin.ListRoutes(inference_pb2.ListRoutesRequest(name=route), timeout=10).routes
     assert [r.revision for r in history][:2] == [after.revision, set_at.revision]
 
-    # the same prompt as the primary, as a new deployment version: as good, so it is promoted
+    # the same prompt as the primary, as a new deployment version: as good, so it is promoted. One
+    # question, answered greedily, gives both arms the same answer and score: with the mix of six
+    # questions split at random, 8 judged requests per arm differ by more than max_drop by chance
+    # often enough that the monitor (rightly) only reports the canary as passed
     good = admin.RegisterDeployment(inference_pb2.Deployment(
         name=route, backend="llama_cpp", description="same prompt, new version"), timeout=10)
     set_at = admin.SetRoute(inference_pb2.SetRouteRequest(route=canary_route(route, good, max_samples=8),
                                                           changed_by="e2e", reason="same prompt"), timeout=10)
     t0 = time.monotonic()
-    after, sent = drive_until_decided(client, admin, route, set_at.revision, limit=60)
+    after, sent = drive_until_decided(client, admin, route, set_at.revision, limit=60, questions=QUESTIONS[:1])
     assert not after.HasField("canary") and (after.primary.name, after.primary.version) == (route, good.version)
     assert "promotion" in after.reason, after.reason
     r = client.generate(QUESTIONS[0], rag=True, max_new_tokens=8)

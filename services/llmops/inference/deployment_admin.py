@@ -6,6 +6,7 @@ replica at once, and published on the compacted config topic, which every other 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Protocol
 
@@ -44,6 +45,9 @@ class DeploymentAdmin:
         self.sender = sender
         self.config_topic = config_topic
         self._lock = asyncio.Lock()   # one change at a time on this replica (the store referees across replicas)
+        # what this replica published and has applied already: when the feed brings it back it is skipped,
+        # else an older echo (a label moved twice in a row) would undo the newer change for a moment
+        self._echoes: collections.Counter[bytes] = collections.Counter()
 
     # -- start-up -------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -210,6 +214,7 @@ class DeploymentAdmin:
         self.router.apply(records)   # live here at once; the feed brings it to the others
         try:
             for r in records:
+                self._echoes[r.SerializeToString()] += 1
                 await self.sender.send(self.config_topic, config_key(r), r)
         except Exception as exc:
             raise Unavailable(f"the change is stored and live on this replica, but could not be published to "
@@ -217,7 +222,17 @@ class DeploymentAdmin:
 
     async def apply_records(self, records: list[events_pb2.ConfigRecord]) -> None:
         """What the config feed brings: applied to the router, mirrored into this replica's stores
-        (idempotent, so a shared store is unaffected)."""
+        (idempotent, so a shared store is unaffected). This replica's own changes are skipped."""
+        fresh = []
+        for r in records:
+            raw = r.SerializeToString()
+            if self._echoes[raw] > 0:
+                self._echoes[raw] -= 1
+                if not self._echoes[raw]:
+                    del self._echoes[raw]
+                continue
+            fresh.append(r)
+        records = fresh
         changed = self.router.apply(records)
         for r in records:
             kind = r.WhichOneof("item")

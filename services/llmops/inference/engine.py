@@ -343,15 +343,16 @@ class InferenceEngine:
                 attempts += 1
                 budget = deadline - loop.time()
                 timeout = min(route.attempt_timeout_s or math.inf, budget)
-                span = rec.start("generation", root, deployment=d.name, deployment_version=d.version, backend=d.backend,
-                                 arm=plan.arm, attempt=n, wait_ms=f"{wait * 1000:.1f}",
-                                 fallback=n_candidate > 0)
+                attrs = dict(deployment=d.name, deployment_version=d.version, backend=d.backend, arm=plan.arm,
+                             attempt=n, wait_ms=f"{wait * 1000:.1f}", fallback=n_candidate > 0)
+                span = None
                 g0 = time.perf_counter()
                 tokens_out = 0
                 try:
                     gen: Generation | None = None
                     if prep is None:   # rendering and counting may ask the server: a server away fails the attempt
                         prep = await self._prepare(req, d, question, history, contexts, rec, root)
+                    span = rec.start("generation", root, **attrs)
                     if stream:
                         async for item in _with_first_timeout(prep.backend.generate_stream(prep.rendered, prep.params),
                                                               timeout, budget):
@@ -365,11 +366,16 @@ class InferenceEngine:
                     assert gen is not None
                 except (InvalidArgument, NotFound, DeadlineExceeded) as exc:
                     self.router.abandon(route, d)   # a half-open trial must not stay in flight for good
-                    rec.end(span, exc, outcome="rejected" if not isinstance(exc, DeadlineExceeded) else "deadline")
+                    if span is None and not isinstance(exc, DeadlineExceeded):
+                        raise   # the request itself is wrong (e.g. too long for this model): no attempt was made
+                    rec.end(span or rec.start("generation", root, **attrs), exc,
+                            outcome="rejected" if not isinstance(exc, DeadlineExceeded) else "deadline")
                     metrics.ROUTE_ATTEMPTS.labels(*label, "deadline" if isinstance(exc, DeadlineExceeded)
                                                   else "error").inc()
                     raise
                 except Exception as exc:
+                    if span is None:   # the server failed while the prompt was being prepared
+                        span = rec.start("generation", root, **attrs)
                     kind = _failure_kind(exc)
                     if kind == "error":
                         bugs.append(exc)
