@@ -7,6 +7,7 @@ import sys
 from typing import Iterator
 
 import grpc
+from rich.markup import escape
 
 from llmops.common.settings import Settings
 
@@ -32,5 +33,5 @@ def exit_on_rpc_error(console) -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as exc:
-        console.print(f"[red]{rpc_error_text(exc)}[/]")
+        console.print(f"[red]{escape(rpc_error_text(exc))}[/]")   # a message may quote "[...]": not markup
         sys.exit(1)

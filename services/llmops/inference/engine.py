@@ -212,10 +212,13 @@ class InferenceEngine:
                 turns.append(ChatTurn("system", template.system))
             turns += history
             turns.append(ChatTurn("user", template.render_user(question, [c.text for c in contexts])))
-            rendered = backend.render_chat(turns)
-            prompt_tokens = backend.count_tokens(rendered)
+            if backend.kind == "llama_cpp":   # in-process and quick
+                rendered = backend.render_chat(turns)
+                prompt_tokens = backend.count_tokens(rendered)
+                limits = backend.limits()
+            else:   # a remote backend may ask its server (a blocking HTTP call): never on the event loop
+                rendered, prompt_tokens, limits = await asyncio.to_thread(_render_and_count, backend, turns)
             span.attributes["prompt_tokens"] = str(prompt_tokens)
-            limits = backend.limits()
             if prompt_tokens + params.max_new_tokens > limits.max_total_tokens:
                 raise InvalidArgument(
                     f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. Given: "
@@ -518,6 +521,11 @@ class InferenceEngine:
             deployment_version=d.version, arm=plan.arm, error=f"{type(exc).__name__}: {exc}"[:1000])
         ev.timestamp.GetCurrentTime()
         self.publisher.publish(self.completions_topic, trace_id, ev, traceparent(trace_id, root_span))
+
+
+def _render_and_count(backend: ModelBackend, turns: list[ChatTurn]):
+    rendered = backend.render_chat(turns)
+    return rendered, backend.count_tokens(rendered), backend.limits()
 
 
 async def _within(call: Awaitable, timeout: float, budget: float):
