@@ -80,6 +80,9 @@ class LlamaCppBackend:
     def limits(self) -> ModelLimits:
         return ModelLimits(max_input_tokens=self.n_ctx - 1, max_total_tokens=self.n_ctx)
 
+    def renders_locally(self) -> bool:
+        return True   # in-process: rendering and counting are quick CPU work
+
     def render_chat(self, messages: Sequence[ChatTurn]) -> str:
         msgs = [{"role": m.role, "content": m.content} for m in messages]
         if self._formatter is None:  # a GGUF without a chat template: plain transcript

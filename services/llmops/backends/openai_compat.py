@@ -135,6 +135,11 @@ class OpenAICompatBackend:
         total = int(self._max_model_len or self.n_ctx)
         return ModelLimits(max_input_tokens=total - 1, max_total_tokens=total)
 
+    def renders_locally(self) -> bool:
+        """True once the server is known to offer neither chat rendering nor token counting: then
+        ``render_chat``, ``count_tokens`` and ``limits`` make no call and may run on the event loop."""
+        return self._models_loaded and self._chat_render == "chatml" and self._tokenize_route == ""
+
     def render_chat(self, messages: Sequence[ChatTurn]) -> str:
         msgs = [{"role": m.role, "content": m.content} for m in messages]
         renderers = {"tgi": self._tgi_render, "vllm": self._vllm_render}

@@ -212,7 +212,7 @@ class InferenceEngine:
                 turns.append(ChatTurn("system", template.system))
             turns += history
             turns.append(ChatTurn("user", template.render_user(question, [c.text for c in contexts])))
-            if backend.kind == "llama_cpp":   # in-process and quick
+            if getattr(backend, "renders_locally", lambda: False)():   # no call to a server: quick
                 rendered = backend.render_chat(turns)
                 prompt_tokens = backend.count_tokens(rendered)
                 limits = backend.limits()
