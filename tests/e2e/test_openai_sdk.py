@@ -4,18 +4,16 @@ monitor, like Generate's."""
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from llmops.cli.client import Client
-from llmops.common.settings import Settings
 from llmops.v1 import drift_pb2, retrieval_pb2
-from tests.support import free_port, interrupt, make_settings, wait_until
+from tests.e2e.test_stack import llmops_up
+from tests.support import make_settings, wait_until
 
-LLMOPS = [sys.executable, "-m", "llmops.cli"]
 PEER_PYTHON = Path(__file__).resolve().parents[2] / ".peers" / "otel" / "bin" / "python"
 CHEAP = {"rag.faithfulness.cheap", "rag.answer_relevancy.cheap", "rag.context_relevancy.cheap",
          "safety.pii", "safety.prompt_injection"}
@@ -25,17 +23,8 @@ def test_openai_sdk_traffic_is_traced_judged_and_counted_by_drift(tmp_path):
     if not PEER_PYTHON.exists():
         pytest.fail(f"{PEER_PYTHON} is missing: `make .peers/otel/.ok` builds the openai SDK's venv")
     s = make_settings(tmp_path / "data", "", drift_join_wait_s=2.0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
-    env.update(s.to_env())
-    env.pop("LLMOPS_KAFKA_BOOTSTRAP", None)
-    env["LLMOPS_KAFKA_EMBEDDED_PORT"] = str(free_port())
-    log = open(tmp_path / "up.log", "w+")
-    proc = subprocess.Popen([*LLMOPS, "up"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_until(lambda: "running; Ctrl-C" in Path(log.name).read_text() or proc.poll() is not None,
-                   timeout_s=300, what="llmops up")
-        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
-        client = Client(Settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{env['LLMOPS_KAFKA_EMBEDDED_PORT']}"}))
+    with llmops_up(s, tmp_path / "up.log") as (client_settings, env):
+        client = Client(client_settings)
         from pydoc_data.topics import topics
 
         client.upsert([retrieval_pb2.Document(id=f"pydoc:{t}", text=topics[t], metadata={"topic": t})
@@ -74,6 +63,3 @@ def test_openai_sdk_traffic_is_traced_judged_and_counted_by_drift(tmp_path):
             assert root.attributes["llmops.door"] == "openai"
         wait_until(lambda: window_count() >= before + 2, timeout_s=60,
                    what="both completions counted in the drift monitor's open window")
-    finally:
-        rc = interrupt(proc)
-    assert rc == 0, Path(log.name).read_text()[-3000:]

@@ -5,16 +5,14 @@ Then a person rolls the route back by hand."""
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 from llmops.cli.client import Client
-from llmops.common.settings import Settings
 from llmops.v1 import events_pb2, inference_pb2, inference_pb2_grpc, retrieval_pb2
-from tests.e2e.test_stack import stack_env
-from tests.support import consume, interrupt, make_settings, wait_until
+from tests.e2e.test_stack import llmops_up
+from tests.support import consume, make_settings, wait_until
 
 LLMOPS = [sys.executable, "-m", "llmops.cli"]
 TOPICS = ("nonlocal", "global", "assert", "lambda", "import", "while")
@@ -26,19 +24,8 @@ POEM = "Write a short poem about the sea, the moon and sailors. Do not write abo
 
 @pytest.fixture
 def stack(tmp_path):
-    settings = make_settings(tmp_path / "data", "", judge_backend="none")   # the cheap tier judges
-    env = stack_env(settings)
-    kafka = f"127.0.0.1:{env['LLMOPS_KAFKA_EMBEDDED_PORT']}"
-    log = open(tmp_path / "up.log", "w+")
-    proc = subprocess.Popen([*LLMOPS, "up"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_until(lambda: "running; Ctrl-C" in Path(log.name).read_text() or proc.poll() is not None,
-                   timeout_s=300, what="llmops up")
-        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
-        yield Settings(**{**settings.model_dump(), "kafka_bootstrap": kafka}), env, kafka
-    finally:
-        interrupt(proc)
-        log.close()
+    with llmops_up(make_settings(tmp_path / "data", "", judge_backend="none"), tmp_path / "up.log") as (s, env):
+        yield s, env, s.kafka_bootstrap   # judge_backend none: the cheap tier judges
 
 
 def canary_route(name: str, canary: inference_pb2.Deployment, max_samples: int) -> inference_pb2.Route:

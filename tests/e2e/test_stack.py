@@ -1,4 +1,5 @@
 """The whole stack, started the way `make run` starts it, driven as a client would."""
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,24 @@ def stack_env(s: Settings) -> dict[str, str]:
     env.pop("LLMOPS_KAFKA_BOOTSTRAP", None)           # the stack starts its own embedded broker…
     env["LLMOPS_KAFKA_EMBEDDED_PORT"] = str(free_port())  # …on a port of its own
     return env
+
+
+@contextlib.contextmanager
+def llmops_up(settings: Settings, log_path: Path):
+    """``llmops up`` on ``settings`` with an embedded broker of its own, until the block ends; yields
+    (the settings a client uses, with that broker, and the stack's environment). It must stop cleanly."""
+    env = stack_env(settings)
+    kafka = f"127.0.0.1:{env['LLMOPS_KAFKA_EMBEDDED_PORT']}"
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen([*LLMOPS, "up"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_until(lambda: "running; Ctrl-C" in log_path.read_text() or proc.poll() is not None,
+                       timeout_s=300, what="llmops up")
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            yield Settings(**{**settings.model_dump(), "kafka_bootstrap": kafka}), env
+        finally:
+            rc = interrupt(proc)
+    assert rc == 0, log_path.read_text()[-3000:]
 
 
 @pytest.fixture
