@@ -84,3 +84,22 @@ def test_racing_writers_never_share_a_revision(store_url):
     finally:
         for s in stores:
             s.close()
+
+
+def test_an_expected_revision_refuses_a_change_made_meanwhile(store_url):
+    from llmops.inference.config_store import RevisionConflict
+
+    store = DeploymentStore(store_url)
+    try:
+        store.add_deployment(dep("a"))
+        with pytest.raises(RevisionConflict, match="does not exist"):
+            store.add_route(route("chat", "a", 1), expected_revision=3)
+        assert store.add_route(route("chat", "a", 1), expected_revision=0).revision == 1
+        with pytest.raises(RevisionConflict, match="at revision 1"):
+            store.add_route(route("chat", "a", 1), expected_revision=0)   # "create" once it exists
+        assert store.add_route(route("chat", "a", 1), expected_revision=1).revision == 2
+        with pytest.raises(RevisionConflict, match="not at the expected 1"):
+            store.add_route(route("chat", "a", 1), expected_revision=1)   # the second of two read-modify-writes
+        assert [r.revision for r in store.route_history("chat")] == [2, 1]
+    finally:
+        store.close()

@@ -466,6 +466,12 @@ def test_rollbacks_step_back_through_the_history_and_each_is_a_new_revision(stac
                                                              (2, "test"), (1, "test")]
     old = client.inference.GetRoute(inference_pb2.GetRouteRequest(name=name, revision=2), timeout=10)
     assert (old.primary.name, old.reason) == (ds[1].name, f"to {ds[1].name}")
+    # two operators read revision 6 and change it: the second one's change is refused, not lost
+    stale = inference_pb2.SetRouteRequest(route=inference_pb2.Route(name=name, primary=ref(ds[0])), changed_by="bob",
+                                          reason="from 6", expected_revision=6)
+    assert client.inference.SetRoute(stale, timeout=10).revision == 7
+    code, msg = code_of(lambda: client.inference.SetRoute(stale, timeout=10))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "at revision 7, not at the expected 6" in msg, msg
 
 
 def test_a_deployments_default_parameters_apply_where_the_request_sets_none(stack, fakes):

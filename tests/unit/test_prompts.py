@@ -38,3 +38,17 @@ def test_resolve_errors_say_what_exists(reg):
 def test_bad_templates_are_rejected(reg, user, msg):
     with pytest.raises(InvalidArgument, match=msg):
         reg.register("x", "", user)
+
+
+def test_resolve_is_cached_and_every_change_reaches_it():
+    from llmops.inference.prompts import PromptRegistry, PromptTemplate
+
+    reg = PromptRegistry(":memory:")
+    reg.register("faq", "", "v1 {question}", ["production"])
+    assert reg.resolve("faq").version == 1
+    reg.register("faq", "", "v2 {question}", ["production"])
+    assert reg.resolve("faq").version == 2          # register clears the cache
+    reg.set_label("faq", 1, "production")
+    assert reg.resolve("faq").version == 1          # so does a label move
+    reg.put(PromptTemplate("faq", 3, "", "v3 {question}"))
+    assert reg.resolve("faq", 3).user == "v3 {question}"   # and a version from another replica

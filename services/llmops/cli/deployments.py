@@ -789,7 +789,9 @@ def routes_set(name, reason, changed_by, dry_run, json_out, no_fallbacks, fallba
                 console.print(f"  {_esc(line)}")
             return
         new = stub.SetRoute(inference_pb2.SetRouteRequest(route=route, changed_by=_user() if changed_by is None
-                                                          else changed_by, reason=reason), timeout=30)
+                                                          else changed_by, reason=reason,
+                                                          expected_revision=current.revision if current else 0),
+                            timeout=30)
     if json_out:
         _echo_json(as_json(new))
         return
@@ -902,7 +904,8 @@ def rollout_status(route, json_out) -> None:
 def _set_and_report(console, stub, current, route, changed_by, reason, verb: str) -> None:
     with exit_on_rpc_error():
         new = stub.SetRoute(inference_pb2.SetRouteRequest(route=route, changed_by=_user() if changed_by is None
-                                                          else changed_by, reason=reason), timeout=30)
+                                                          else changed_by, reason=reason,
+                                                          expected_revision=current.revision), timeout=30)
     console.print(f"route [bold]{_esc(new.name)}[/] revision {new.revision} (was {current.revision}): {verb}")
     for line in route_changes(current, new):
         console.print(f"  {_esc(line)}")

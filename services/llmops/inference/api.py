@@ -119,7 +119,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             deployments=await self._admin().list_deployments(request.name, request.all_versions))
 
     async def SetRoute(self, request, context):
-        return await self._admin().set_route(request.route, request.changed_by, request.reason)
+        return await self._admin().set_route(
+            request.route, request.changed_by, request.reason,
+            request.expected_revision if request.HasField("expected_revision") else None)
 
     async def GetRoute(self, request, context):
         return await self._admin().get_route(request.name, request.revision)

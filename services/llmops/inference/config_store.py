@@ -18,6 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from llmops.common.errors import FailedPrecondition
 from llmops.common.sql import SqlDialect, upgrade_schema
 from llmops.inference.config_schema import deployments, route_revisions
 from llmops.v1 import inference_pb2
@@ -25,6 +26,10 @@ from llmops.v1 import inference_pb2
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_deployments"
 _RETRIES = 20
+
+
+class RevisionConflict(FailedPrecondition):
+    pass
 
 
 def _now_us() -> int:
@@ -91,12 +96,18 @@ class DeploymentStore:
         return [inference_pb2.Deployment.FromString(b) for _, _, b in rows]
 
     # -- routes ---------------------------------------------------------------------------------
-    def add_route(self, route: inference_pb2.Route) -> inference_pb2.Route:
-        """Store ``route`` as the next revision of its name (``revision`` and ``created_at`` set here)."""
+    def add_route(self, route: inference_pb2.Route, expected_revision: int | None = None) -> inference_pb2.Route:
+        """Store ``route`` as the next revision of its name (``revision`` and ``created_at`` set here).
+        With ``expected_revision``, only while the route is at that revision (0: does not exist):
+        :class:`RevisionConflict` otherwise, also when another writer wins the race for the number."""
         for _ in range(_RETRIES):
             with self.engine.connect() as conn:
                 top = conn.execute(sa.select(sa.func.max(route_revisions.c.revision))
                                    .where(route_revisions.c.name == route.name)).scalar() or 0
+            if expected_revision is not None and top != expected_revision:
+                raise RevisionConflict(
+                    f"route {route.name!r} is at revision {top or '(none: it does not exist)'}, not at the expected "
+                    f"{expected_revision or '(none)'}: someone changed it meanwhile; read it again and retry")
             out = inference_pb2.Route()
             out.CopyFrom(route)
             out.revision = top + 1

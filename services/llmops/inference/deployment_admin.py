@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from llmops.common.config_feed import config_key
 from llmops.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from llmops.inference.config_store import DeploymentStore
+from llmops.inference.config_store import DeploymentStore, RevisionConflict
 from llmops.inference.params import validate_parameters
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
 from llmops.inference.router import Router
@@ -108,7 +108,8 @@ class DeploymentAdmin:
         return d
 
     # -- routes ---------------------------------------------------------------------------------
-    async def set_route(self, route: inference_pb2.Route, by: str = "", reason: str = "") -> inference_pb2.Route:
+    async def set_route(self, route: inference_pb2.Route, by: str = "", reason: str = "",
+                        expected_revision: int | None = None) -> inference_pb2.Route:
         resolved: dict[str, inference_pb2.Deployment] = {}
 
         def resolve(ref: inference_pb2.DeploymentRef, where: str) -> inference_pb2.Deployment:
@@ -124,11 +125,13 @@ class DeploymentAdmin:
         checked.changed_by = _by(by or route.changed_by)
         checked.reason = reason or route.reason
         checked.ClearField("restored_from")
-        return await self._store_route(checked)
+        if expected_revision is not None and expected_revision < 0:
+            raise InvalidArgument(f"expected_revision must be >= 0, got {expected_revision}")
+        return await self._store_route(checked, expected_revision)
 
-    async def _store_route(self, route: inference_pb2.Route) -> inference_pb2.Route:
+    async def _store_route(self, route: inference_pb2.Route, expected_revision: int | None = None) -> inference_pb2.Route:
         async with self._lock:
-            stored = await asyncio.to_thread(self.store.add_route, route)
+            stored = await asyncio.to_thread(self.store.add_route, route, expected_revision)
             await self._publish([events_pb2.ConfigRecord(route=stored)])
         log.info("route %s revision %d by %s: %s", stored.name, stored.revision, stored.changed_by,
                  stored.reason or "(no reason given)")
@@ -166,7 +169,7 @@ class DeploymentAdmin:
         new.restored_from = target
         if len(new.reason) > 1000:
             raise InvalidArgument(f"reason is {len(new.reason)} chars; the limit is 1000")
-        return await self._store_route(new)
+        return await self._store_route(new, current.revision)
 
     async def apply_decision(self, ev: events_pb2.DeploymentEvent) -> inference_pb2.Route | None:
         """A rollout decision as a new route revision: rollback drops the canary, promote makes it the
@@ -195,7 +198,11 @@ class DeploymentAdmin:
             new.reason = f"promotion of canary {ref_text(canary)} ({ev.id}): {ev.reason}"[:1000]
         else:
             raise InvalidArgument(f"rollout decision {ev.decision} is not rollback, promote or passed")
-        return await self._store_route(new)
+        try:
+            return await self._store_route(new, current.revision)
+        except RevisionConflict:   # a person changed the route meanwhile: their change stands
+            log.info("rollout decision %s on %s not applied: the route changed meanwhile", ev.id, ev.route)
+            return None
 
     # -- prompts --------------------------------------------------------------------------------
     async def register_prompt(self, name: str, system: str, user: str, labels: list[str]) -> PromptTemplate:

@@ -59,6 +59,8 @@ class PromptRegistry:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._versions: dict[str, list[PromptTemplate]] = {}   # resolve's cache; a change here clears its name
+        self._changes = 0   # counts changes, so a read that raced a change is not cached
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
@@ -95,6 +97,7 @@ class PromptRegistry:
                 self._db.execute("INSERT INTO prompt_templates VALUES (?,?,?,?,?,?)",
                                  (name, version, system, user, json.dumps(labels), created))
                 self._db.execute("COMMIT")
+                self._forget(name)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -123,6 +126,7 @@ class PromptRegistry:
                         self._db.execute("UPDATE prompt_templates SET labels=? WHERE name=? AND version=?",
                                          (json.dumps(want), name, v))
                 self._db.execute("COMMIT")
+                self._forget(name)
             except (NotFound, InvalidArgument):
                 raise
             except BaseException:
@@ -136,7 +140,13 @@ class PromptRegistry:
         with self._lock:
             cur = self._db.execute("INSERT OR IGNORE INTO prompt_templates VALUES (?,?,?,?,?,?)",
                                    (t.name, t.version, t.system, t.user, json.dumps([]), t.created_at))
+            self._forget(t.name)
         return cur.rowcount > 0
+
+    def _forget(self, name: str) -> None:
+        """Called with the lock held, after a change of ``name``."""
+        self._changes += 1
+        self._versions.pop(name, None)
 
     def list(self, name: str = "") -> list[PromptTemplate]:
         sql = "SELECT name, version, system, user, labels, created_at FROM prompt_templates"
@@ -149,7 +159,16 @@ class PromptRegistry:
         return [PromptTemplate(n, v, s, u, tuple(json.loads(lb)), c) for n, v, s, u, lb, c in rows]
 
     def resolve(self, name: str, version: int | None = None) -> PromptTemplate:
-        versions = self.list(name)
+        """The version asked for, else the one labelled production, else the newest (cached per name:
+        this runs on every request)."""
+        versions = self._versions.get(name)
+        if versions is None:
+            seen = self._changes
+            versions = self.list(name)
+            if versions:
+                with self._lock:
+                    if self._changes == seen:
+                        self._versions[name] = versions
         if not versions:
             known = sorted({t.name for t in self.list()})
             raise NotFound(f"prompt template {name!r} not found; known templates: {', '.join(known)}")

@@ -381,14 +381,16 @@ class ListDeploymentsResponse(_message.Message):
     def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
 
 class SetRouteRequest(_message.Message):
-    __slots__ = ("route", "changed_by", "reason")
+    __slots__ = ("route", "changed_by", "reason", "expected_revision")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     route: Route
     changed_by: str
     reason: str
-    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., changed_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    expected_revision: int
+    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., changed_by: _Optional[str] = ..., reason: _Optional[str] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class GetRouteRequest(_message.Message):
     __slots__ = ("name", "revision")
