@@ -345,6 +345,10 @@ def test_routed_completions_are_judged_by_deployment_version_and_failed_ones_are
     row = next(x for x in listed if x.trace_id == canary.trace_id)
     assert (row.metadata["llmops.deployment"], row.metadata["llmops.deployment_version"], row.metadata["llmops.arm"],
             row.metadata["llmops.fallback"]) == ("smol", "3", "canary", "true")
+    by_fields = client.tracing.ListTraces(tracing_pb2.ListTracesRequest(
+        deployment="smol", deployment_version=3, arm="canary", page_size=1000), timeout=10).traces
+    assert {x.trace_id for x in by_fields} == {canary.trace_id, failed.trace_id}
+    assert (row.deployment, row.deployment_version, row.arm, row.fallback) == ("smol", 3, "canary", True)
     with pytest.raises(grpc.RpcError) as bad:
         client.tracing.ListTraces(tracing_pb2.ListTracesRequest(model="arm:blue"), timeout=10)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "arm is one of" in bad.value.details()

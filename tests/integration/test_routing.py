@@ -592,3 +592,31 @@ def test_moving_the_production_label_back_rolls_the_prompt_back_on_the_next_requ
     code, msg = code_of(lambda: client.inference.SetPromptLabel(inference_pb2.SetPromptLabelRequest(
         name=name, version=9, label="production"), timeout=10))
     assert code == grpc.StatusCode.NOT_FOUND and "version 9" in msg, msg
+
+
+def test_llmops_traces_lists_the_requests_a_canary_answered(stack, fakes):
+    """`llmops traces --deployment D@V --arm canary`: the trace list by how each request was served."""
+    from click.testing import CliRunner
+
+    from llmops.cli import main
+    from llmops.v1 import tracing_pb2
+
+    s, client = stack
+    wide = {**s.to_env(), "COLUMNS": "250"}   # the table at full width, ids whole
+    a, b = fakes(), fakes(passage=B_WORDS)
+    da, db = register(client, unique("ta"), a.url), register(client, unique("tb"), b.url)
+    route = set_route(client, inference_pb2.Route(name=unique("traced"), primary=ref(da), canary=inference_pb2.Canary(
+        deployment=ref(db), percent=100)))
+    ids = {generate(client, route.name).trace_id for _ in range(2)}
+    wait_until(lambda: {t.trace_id for t in client.tracing.ListTraces(tracing_pb2.ListTracesRequest(
+        deployment=db.name, deployment_version=db.version, arm="canary"), timeout=10).traces} == ids,
+        what="the canary's traces in the trace store")
+    out = CliRunner().invoke(main, ["traces", "--deployment", f"{db.name}@{db.version}", "--arm", "canary"],
+                             env=wide)
+    assert out.exit_code == 0, out.output
+    assert all(i in out.output for i in ids) and "canary" in out.output, out.output
+    none = CliRunner().invoke(main, ["traces", "--deployment", f"{db.name}@{db.version}", "--arm", "primary"],
+                              env=wide)
+    assert none.exit_code == 0 and not any(i in none.output for i in ids), none.output
+    bad = CliRunner().invoke(main, ["traces", "--deployment", "x@y"], env=wide)
+    assert bad.exit_code == 2 and "the version after @ is a number" in bad.output

@@ -189,6 +189,11 @@ def test_a_trace_shows_and_lists_by_the_deployment_version_that_answered(store):
     assert t.summary.metadata == {"app": "tests", "llmops.route": "chat", "llmops.route_revision": "5",
                                   "llmops.deployment": "smol", "llmops.deployment_version": "1",
                                   "llmops.arm": "primary", "llmops.attempts": "3", "llmops.fallback": "true"}
+    s1 = t.summary
+    assert (s1.route, s1.route_revision, s1.deployment, s1.deployment_version, s1.arm, s1.attempts, s1.fallback) == (
+        "chat", 5, "smol", 1, "primary", 3, True)
+    assert store.get_trace(failed).summary.error == "UNAVAILABLE: 503"
+    assert store.get_trace(shadow).summary.shadow_of == canary
     sh = store.get_trace(shadow).summary.metadata
     assert sh["llmops.arm"] == "shadow" and sh["llmops.shadow_of"] == canary and "llmops.fallback" not in sh
     assert store.get_trace(failed).summary.metadata["llmops.error"] == "UNAVAILABLE: 503"

@@ -1,5 +1,5 @@
-"""ListTraces' filter of how a request was served, read from the ``model`` field (the request
-message has no fields of its own for it): route, deployment version and arm."""
+"""ListTraces' filter of how a request was served: its own fields (route, deployment, version,
+arm), or the same as terms of ``model``."""
 import pytest
 
 from llmops.common.errors import InvalidArgument
@@ -36,3 +36,12 @@ def test_route_deployment_version_and_arm_terms():
 def test_bad_terms_say_what_is_wrong(model, message):
     with pytest.raises(InvalidArgument, match=message.replace("[", r"\[").replace("]", r"\]")):
         checked_query(TraceQuery(model=model))
+
+
+def test_the_fields_are_checked_and_do_not_mix_with_model_terms():
+    assert checked_query(TraceQuery(deployment="smol", deployment_version=2, arm="canary")).deployment_version == 2
+    for q, message in ((TraceQuery(arm="blue"), "arm is 'blue'"),
+                       (TraceQuery(deployment_version=2), "set deployment too"),
+                       (TraceQuery(deployment="smol", model="arm:canary"), "not both")):
+        with pytest.raises(InvalidArgument, match=message):
+            checked_query(q)

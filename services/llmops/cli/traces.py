@@ -68,23 +68,32 @@ def trace(trace_id: str) -> None:
 @click.option("--score", "score_name", default="", help="Only traces with this score (e.g. faithfulness) ...")
 @click.option("--min", "min_score", type=float, default=None, help="... at least this value ...")
 @click.option("--max", "max_score", type=float, default=None, help="... and at most this value.")
-def traces(limit, session, user, model, score_name, min_score, max_score) -> None:
-    """List recent traces, optionally only those with a score in a range."""
+@click.option("--route", default="", help="Only requests of this route.")
+@click.option("--deployment", default="", metavar="D[@V]", help="Only requests this deployment (version) answered.")
+@click.option("--arm", type=click.Choice(["primary", "canary", "shadow"]), default=None, help="Only this arm.")
+def traces(limit, session, user, model, score_name, min_score, max_score, route, deployment, arm) -> None:
+    """List recent traces, optionally only those with a score in a range, or served a given way."""
     from rich.table import Table
 
     from llmops.v1 import tracing_pb2
 
     console = make_console()
+    name, _, version = deployment.partition("@")
+    if version and not version.isdigit():
+        raise click.BadParameter(f"{deployment!r}: the version after @ is a number", param_hint="--deployment")
     req = tracing_pb2.ListTracesRequest(page_size=limit, session_id=session, user_id=user, model=model,
-                                        score_name=score_name, min_score=min_score, max_score=max_score)
+                                        score_name=score_name, min_score=min_score, max_score=max_score,
+                                        route=route, deployment=name, deployment_version=int(version or 0),
+                                        arm=arm or "")
     with exit_on_rpc_error(console):
         resp = Client(load_settings()).tracing.ListTraces(req, timeout=10)
     table = Table()
-    for col in ("trace id", "start", "model", "latency ms", "tokens", "spans", "scores", "prompt"):
+    for col in ("trace id", "start", "model", "served by", "latency ms", "tokens", "spans", "scores", "prompt"):
         table.add_column(col)
     for t in resp.traces:
         shown = score_values(t.scores)
-        table.add_row(t.trace_id, t.start_time.ToDatetime().strftime("%H:%M:%S"), t.model, f"{t.latency_ms:.0f}",
+        served = f"{t.deployment}@{t.deployment_version} {t.arm}" if t.deployment else "-"
+        table.add_row(t.trace_id, t.start_time.ToDatetime().strftime("%H:%M:%S"), t.model, served, f"{t.latency_ms:.0f}",
                       f"{t.usage.prompt_tokens}→{t.usage.completion_tokens}", str(t.span_count),
                       " ".join(f"{k[:12]}={v:.2f}" for k, v in sorted(shown.items())), t.prompt[:40])
     console.print(table)

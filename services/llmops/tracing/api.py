@@ -25,7 +25,8 @@ class TracingServicer(tracing_pb2_grpc.TracingServiceServicer):
             session_id=request.session_id, user_id=request.user_id, model=request.model,
             page_size=request.page_size, page_token=request.page_token, score_name=request.score_name,
             evaluator=request.evaluator, min_score=_optional(request, "min_score"),
-            max_score=_optional(request, "max_score"))
+            max_score=_optional(request, "max_score"), route=request.route, deployment=request.deployment,
+            deployment_version=request.deployment_version, arm=request.arm)
         rows, token = await self.traces.list(query)
         return tracing_pb2.ListTracesResponse(traces=rows, next_page_token=token)
 

@@ -41,7 +41,7 @@ class TraceQuery:
     evaluator: str = ""
     min_score: float | None = None
     max_score: float | None = None
-    # how the request was served (ListTraces reads them from ``model``: see traces.served_by_filter)
+    # how the request was served (ListTraces' fields, or terms of ``model``: see traces.served_by_filter)
     route: str = ""
     deployment: str = ""
     deployment_version: int = 0       # 0 = any version of ``deployment``
@@ -385,6 +385,9 @@ def _summary(row) -> tracing_pb2.TraceSummary:
         prompt_template=row["prompt_template"], prompt_version=row["prompt_version"],
         finish_reason=row["finish_reason"], span_count=row["span_count"],
         metadata={**json.loads(row["metadata_json"] or "{}"), **served_by(row)}, status=row["status"],
+        route=row["route"] or "", route_revision=row["route_revision"] or 0, deployment=row["deployment"] or "",
+        deployment_version=row["deployment_version"] or 0, arm=row["arm"] or "", attempts=row["attempts"] or 0,
+        fallback=bool(row["fallback"]), shadow_of=row["shadow_of"] or "", error=row["error"] or "",
     )
 
 

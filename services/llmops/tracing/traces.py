@@ -37,9 +37,16 @@ def served_by_filter(q: TraceQuery) -> TraceQuery:
     ``arm:primary|canary|shadow`` and ``model:NAME`` (e.g. ``"deployment:smol@2 arm:canary"``).
     Any other ``model`` is a model name, matched exactly as before. (ListTracesRequest has no
     fields of its own for these; the filter rides on ``model``.)"""
+    if q.arm and q.arm not in ARMS:
+        raise InvalidArgument(f"arm is {q.arm!r}; one of {', '.join(ARMS)}")
+    if q.deployment_version < 0 or (q.deployment_version and not q.deployment):
+        raise InvalidArgument("deployment_version filters a deployment's versions: set deployment too (version >= 1)")
     text = q.model.strip()
     if not text.startswith(SERVED_BY_TERMS):
         return q
+    if q.route or q.deployment or q.arm:
+        raise InvalidArgument("filter by route, deployment and arm either with their fields or as terms of "
+                              "`model`, not both")
     found: dict[str, object] = {"model": "", "route": "", "deployment": "", "deployment_version": 0, "arm": ""}
     for term in text.split():
         key, sep, value = term.partition(":")

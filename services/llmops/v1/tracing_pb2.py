@@ -27,7 +27,7 @@ from llmops.v1 import common_pb2 as llmops_dot_v1_dot_common__pb2
 from llmops.v1 import events_pb2 as llmops_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmops/v1/tracing.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmops/v1/common.proto\x1a\x16llmops/v1/events.proto\"\xdc\x01\n\x05Trace\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x1e\n\x05spans\x18\x02 \x03(\x0b\x32\x0f.llmops.v1.Span\x12 \n\x06scores\x18\x03 \x03(\x0b\x32\x10.llmops.v1.Score\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x03(\x0b\x32\x13.llmops.v1.Feedback\x12(\n\x07summary\x18\x05 \x01(\x0b\x32\x17.llmops.v1.TraceSummary\x12.\n\ncompletion\x18\x06 \x01(\x0b\x32\x1a.llmops.v1.CompletionEvent\"\xe8\x03\n\x0cTraceSummary\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x0e\n\x06prompt\x18\x07 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x08 \x01(\t\x12\x1f\n\x05usage\x18\t \x01(\x0b\x32\x10.llmops.v1.Usage\x12\x17\n\x0fprompt_template\x18\n \x01(\t\x12\x16\n\x0eprompt_version\x18\x0b \x01(\x05\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12\x12\n\nspan_count\x18\r \x01(\x05\x12\x37\n\x08metadata\x18\x0e \x03(\x0b\x32%.llmops.v1.TraceSummary.MetadataEntry\x12%\n\x06status\x18\x0f \x01(\x0e\x32\x15.llmops.v1.SpanStatus\x12 \n\x06scores\x18\x10 \x03(\x0b\x32\x10.llmops.v1.Score\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"\xbf\x02\n\x11ListTracesRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\x12\n\nscore_name\x18\x08 \x01(\t\x12\x11\n\tevaluator\x18\t \x01(\t\x12\x16\n\tmin_score\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_score\x18\x0b \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_min_scoreB\x0c\n\n_max_score\"V\n\x12ListTracesResponse\x12\'\n\x06traces\x18\x01 \x03(\x0b\x32\x17.llmops.v1.TraceSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x15SubmitFeedbackRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"?\n\x16SubmitFeedbackResponse\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x13.llmops.v1.Feedback\"\x9f\x02\n\x08\x45valItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x05 \x03(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12 \n\x06scores\x18\x07 \x03(\x0b\x32\x10.llmops.v1.Score\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x33\n\x08metadata\x18\n \x03(\x0b\x32!.llmops.v1.EvalItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x04\n\x07\x45valRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x61taset_hash\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x17\n\x0fprompt_template\x18\x06 \x01(\t\x12\x16\n\x0eprompt_version\x18\x07 \x01(\x05\x12\x11\n\tretrieval\x18\x08 \x01(\x08\x12\x12\n\nevaluators\x18\t \x03(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nitem_count\x18\x0b \x01(\x05\x12\x13\n\x0b\x65rror_count\x18\x0c \x01(\x05\x12\x36\n\naggregates\x18\r \x03(\x0b\x32\".llmops.v1.EvalRun.AggregatesEntry\x12\"\n\x05items\x18\x0e \x03(\x0b\x32\x13.llmops.v1.EvalItem\x12\x32\n\x08metadata\x18\x0f \x03(\x0b\x32 .llmops.v1.EvalRun.MetadataEntry\x1a\x31\n\x0f\x41ggregatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12SaveEvalRunRequest\x12\x1f\n\x03run\x18\x01 \x01(\x0b\x32\x12.llmops.v1.EvalRun\"!\n\x11GetEvalRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x13ListEvalRunsRequest\x12\x14\n\x0c\x64\x61taset_hash\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"8\n\x14ListEvalRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.llmops.v1.EvalRun2\xbf\x03\n\x0eTracingService\x12\x38\n\x08GetTrace\x12\x1a.llmops.v1.GetTraceRequest\x1a\x10.llmops.v1.Trace\x12I\n\nListTraces\x12\x1c.llmops.v1.ListTracesRequest\x1a\x1d.llmops.v1.ListTracesResponse\x12U\n\x0eSubmitFeedback\x12 .llmops.v1.SubmitFeedbackRequest\x1a!.llmops.v1.SubmitFeedbackResponse\x12@\n\x0bSaveEvalRun\x12\x1d.llmops.v1.SaveEvalRunRequest\x1a\x12.llmops.v1.EvalRun\x12>\n\nGetEvalRun\x12\x1c.llmops.v1.GetEvalRunRequest\x1a\x12.llmops.v1.EvalRun\x12O\n\x0cListEvalRuns\x12\x1e.llmops.v1.ListEvalRunsRequest\x1a\x1f.llmops.v1.ListEvalRunsResponseBS\n\rdev.llmops.v1B\x0cTracingProtoP\x01Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmops/v1/tracing.proto\x12\tllmops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmops/v1/common.proto\x1a\x16llmops/v1/events.proto\"\xdc\x01\n\x05Trace\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x1e\n\x05spans\x18\x02 \x03(\x0b\x32\x0f.llmops.v1.Span\x12 \n\x06scores\x18\x03 \x03(\x0b\x32\x10.llmops.v1.Score\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x03(\x0b\x32\x13.llmops.v1.Feedback\x12(\n\x07summary\x18\x05 \x01(\x0b\x32\x17.llmops.v1.TraceSummary\x12.\n\ncompletion\x18\x06 \x01(\x0b\x32\x1a.llmops.v1.CompletionEvent\"\x92\x05\n\x0cTraceSummary\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x0e\n\x06prompt\x18\x07 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x08 \x01(\t\x12\x1f\n\x05usage\x18\t \x01(\x0b\x32\x10.llmops.v1.Usage\x12\x17\n\x0fprompt_template\x18\n \x01(\t\x12\x16\n\x0eprompt_version\x18\x0b \x01(\x05\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12\x12\n\nspan_count\x18\r \x01(\x05\x12\x37\n\x08metadata\x18\x0e \x03(\x0b\x32%.llmops.v1.TraceSummary.MetadataEntry\x12%\n\x06status\x18\x0f \x01(\x0e\x32\x15.llmops.v1.SpanStatus\x12 \n\x06scores\x18\x10 \x03(\x0b\x32\x10.llmops.v1.Score\x12\r\n\x05route\x18\x11 \x01(\t\x12\x16\n\x0eroute_revision\x18\x12 \x01(\x05\x12\x12\n\ndeployment\x18\x13 \x01(\t\x12\x1a\n\x12\x64\x65ployment_version\x18\x14 \x01(\x05\x12\x0b\n\x03\x61rm\x18\x15 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x16 \x01(\x05\x12\x10\n\x08\x66\x61llback\x18\x17 \x01(\x08\x12\x11\n\tshadow_of\x18\x18 \x01(\t\x12\r\n\x05\x65rror\x18\x19 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"\x8b\x03\n\x11ListTracesRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\x12\n\nscore_name\x18\x08 \x01(\t\x12\x11\n\tevaluator\x18\t \x01(\t\x12\x16\n\tmin_score\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_score\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05route\x18\x0c \x01(\t\x12\x12\n\ndeployment\x18\r \x01(\t\x12\x1a\n\x12\x64\x65ployment_version\x18\x0e \x01(\x05\x12\x0b\n\x03\x61rm\x18\x0f \x01(\tB\x0c\n\n_min_scoreB\x0c\n\n_max_score\"V\n\x12ListTracesResponse\x12\'\n\x06traces\x18\x01 \x03(\x0b\x32\x17.llmops.v1.TraceSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x15SubmitFeedbackRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"?\n\x16SubmitFeedbackResponse\x12%\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x13.llmops.v1.Feedback\"\x9f\x02\n\x08\x45valItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x05 \x03(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12 \n\x06scores\x18\x07 \x03(\x0b\x32\x10.llmops.v1.Score\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x33\n\x08metadata\x18\n \x03(\x0b\x32!.llmops.v1.EvalItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x04\n\x07\x45valRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x61taset_hash\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x17\n\x0fprompt_template\x18\x06 \x01(\t\x12\x16\n\x0eprompt_version\x18\x07 \x01(\x05\x12\x11\n\tretrieval\x18\x08 \x01(\x08\x12\x12\n\nevaluators\x18\t \x03(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nitem_count\x18\x0b \x01(\x05\x12\x13\n\x0b\x65rror_count\x18\x0c \x01(\x05\x12\x36\n\naggregates\x18\r \x03(\x0b\x32\".llmops.v1.EvalRun.AggregatesEntry\x12\"\n\x05items\x18\x0e \x03(\x0b\x32\x13.llmops.v1.EvalItem\x12\x32\n\x08metadata\x18\x0f \x03(\x0b\x32 .llmops.v1.EvalRun.MetadataEntry\x1a\x31\n\x0f\x41ggregatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12SaveEvalRunRequest\x12\x1f\n\x03run\x18\x01 \x01(\x0b\x32\x12.llmops.v1.EvalRun\"!\n\x11GetEvalRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x13ListEvalRunsRequest\x12\x14\n\x0c\x64\x61taset_hash\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"8\n\x14ListEvalRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.llmops.v1.EvalRun2\xbf\x03\n\x0eTracingService\x12\x38\n\x08GetTrace\x12\x1a.llmops.v1.GetTraceRequest\x1a\x10.llmops.v1.Trace\x12I\n\nListTraces\x12\x1c.llmops.v1.ListTracesRequest\x1a\x1d.llmops.v1.ListTracesResponse\x12U\n\x0eSubmitFeedback\x12 .llmops.v1.SubmitFeedbackRequest\x1a!.llmops.v1.SubmitFeedbackResponse\x12@\n\x0bSaveEvalRun\x12\x1d.llmops.v1.SaveEvalRunRequest\x1a\x12.llmops.v1.EvalRun\x12>\n\nGetEvalRun\x12\x1c.llmops.v1.GetEvalRunRequest\x1a\x12.llmops.v1.EvalRun\x12O\n\x0cListEvalRuns\x12\x1e.llmops.v1.ListEvalRunsRequest\x1a\x1f.llmops.v1.ListEvalRunsResponseBS\n\rdev.llmops.v1B\x0cTracingProtoP\x01Z2github.com/llmops/llmops/gen/go/llmops/v1;llmopsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,37 +46,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACE']._serialized_start=120
   _globals['_TRACE']._serialized_end=340
   _globals['_TRACESUMMARY']._serialized_start=343
-  _globals['_TRACESUMMARY']._serialized_end=831
-  _globals['_TRACESUMMARY_METADATAENTRY']._serialized_start=784
-  _globals['_TRACESUMMARY_METADATAENTRY']._serialized_end=831
-  _globals['_GETTRACEREQUEST']._serialized_start=833
-  _globals['_GETTRACEREQUEST']._serialized_end=868
-  _globals['_LISTTRACESREQUEST']._serialized_start=871
-  _globals['_LISTTRACESREQUEST']._serialized_end=1190
-  _globals['_LISTTRACESRESPONSE']._serialized_start=1192
-  _globals['_LISTTRACESRESPONSE']._serialized_end=1278
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1280
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1384
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1386
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1449
-  _globals['_EVALITEM']._serialized_start=1452
-  _globals['_EVALITEM']._serialized_end=1739
-  _globals['_EVALITEM_METADATAENTRY']._serialized_start=784
-  _globals['_EVALITEM_METADATAENTRY']._serialized_end=831
-  _globals['_EVALRUN']._serialized_start=1742
-  _globals['_EVALRUN']._serialized_end=2256
-  _globals['_EVALRUN_AGGREGATESENTRY']._serialized_start=2158
-  _globals['_EVALRUN_AGGREGATESENTRY']._serialized_end=2207
-  _globals['_EVALRUN_METADATAENTRY']._serialized_start=784
-  _globals['_EVALRUN_METADATAENTRY']._serialized_end=831
-  _globals['_SAVEEVALRUNREQUEST']._serialized_start=2258
-  _globals['_SAVEEVALRUNREQUEST']._serialized_end=2311
-  _globals['_GETEVALRUNREQUEST']._serialized_start=2313
-  _globals['_GETEVALRUNREQUEST']._serialized_end=2346
-  _globals['_LISTEVALRUNSREQUEST']._serialized_start=2348
-  _globals['_LISTEVALRUNSREQUEST']._serialized_end=2410
-  _globals['_LISTEVALRUNSRESPONSE']._serialized_start=2412
-  _globals['_LISTEVALRUNSRESPONSE']._serialized_end=2468
-  _globals['_TRACINGSERVICE']._serialized_start=2471
-  _globals['_TRACINGSERVICE']._serialized_end=2918
+  _globals['_TRACESUMMARY']._serialized_end=1001
+  _globals['_TRACESUMMARY_METADATAENTRY']._serialized_start=954
+  _globals['_TRACESUMMARY_METADATAENTRY']._serialized_end=1001
+  _globals['_GETTRACEREQUEST']._serialized_start=1003
+  _globals['_GETTRACEREQUEST']._serialized_end=1038
+  _globals['_LISTTRACESREQUEST']._serialized_start=1041
+  _globals['_LISTTRACESREQUEST']._serialized_end=1436
+  _globals['_LISTTRACESRESPONSE']._serialized_start=1438
+  _globals['_LISTTRACESRESPONSE']._serialized_end=1524
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=1526
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1630
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1632
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1695
+  _globals['_EVALITEM']._serialized_start=1698
+  _globals['_EVALITEM']._serialized_end=1985
+  _globals['_EVALITEM_METADATAENTRY']._serialized_start=954
+  _globals['_EVALITEM_METADATAENTRY']._serialized_end=1001
+  _globals['_EVALRUN']._serialized_start=1988
+  _globals['_EVALRUN']._serialized_end=2502
+  _globals['_EVALRUN_AGGREGATESENTRY']._serialized_start=2404
+  _globals['_EVALRUN_AGGREGATESENTRY']._serialized_end=2453
+  _globals['_EVALRUN_METADATAENTRY']._serialized_start=954
+  _globals['_EVALRUN_METADATAENTRY']._serialized_end=1001
+  _globals['_SAVEEVALRUNREQUEST']._serialized_start=2504
+  _globals['_SAVEEVALRUNREQUEST']._serialized_end=2557
+  _globals['_GETEVALRUNREQUEST']._serialized_start=2559
+  _globals['_GETEVALRUNREQUEST']._serialized_end=2592
+  _globals['_LISTEVALRUNSREQUEST']._serialized_start=2594
+  _globals['_LISTEVALRUNSREQUEST']._serialized_end=2656
+  _globals['_LISTEVALRUNSRESPONSE']._serialized_start=2658
+  _globals['_LISTEVALRUNSRESPONSE']._serialized_end=2714
+  _globals['_TRACINGSERVICE']._serialized_start=2717
+  _globals['_TRACINGSERVICE']._serialized_end=3164
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class Trace(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[_common_pb2.Span, _Mapping]]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ..., feedback: _Optional[_Iterable[_Union[_common_pb2.Feedback, _Mapping]]] = ..., summary: _Optional[_Union[TraceSummary, _Mapping]] = ..., completion: _Optional[_Union[_events_pb2.CompletionEvent, _Mapping]] = ...) -> None: ...
 
 class TraceSummary(_message.Message):
-    __slots__ = ("trace_id", "start_time", "latency_ms", "model", "session_id", "user_id", "prompt", "answer", "usage", "prompt_template", "prompt_version", "finish_reason", "span_count", "metadata", "status", "scores")
+    __slots__ = ("trace_id", "start_time", "latency_ms", "model", "session_id", "user_id", "prompt", "answer", "usage", "prompt_template", "prompt_version", "finish_reason", "span_count", "metadata", "status", "scores", "route", "route_revision", "deployment", "deployment_version", "arm", "attempts", "fallback", "shadow_of", "error")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,15 @@ class TraceSummary(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_OF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     start_time: _timestamp_pb2.Timestamp
     latency_ms: float
@@ -68,7 +77,16 @@ class TraceSummary(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     status: _common_pb2.SpanStatus
     scores: _containers.RepeatedCompositeFieldContainer[_common_pb2.Score]
-    def __init__(self, trace_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[float] = ..., model: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., finish_reason: _Optional[str] = ..., span_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ...) -> None: ...
+    route: str
+    route_revision: int
+    deployment: str
+    deployment_version: int
+    arm: str
+    attempts: int
+    fallback: bool
+    shadow_of: str
+    error: str
+    def __init__(self, trace_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[float] = ..., model: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., prompt_template: _Optional[str] = ..., prompt_version: _Optional[int] = ..., finish_reason: _Optional[str] = ..., span_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_common_pb2.SpanStatus, str]] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.Score, _Mapping]]] = ..., route: _Optional[str] = ..., route_revision: _Optional[int] = ..., deployment: _Optional[str] = ..., deployment_version: _Optional[int] = ..., arm: _Optional[str] = ..., attempts: _Optional[int] = ..., fallback: bool = ..., shadow_of: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetTraceRequest(_message.Message):
     __slots__ = ("trace_id",)
@@ -77,7 +95,7 @@ class GetTraceRequest(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ...) -> None: ...
 
 class ListTracesRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "session_id", "user_id", "model", "page_size", "page_token", "score_name", "evaluator", "min_score", "max_score")
+    __slots__ = ("start_time", "end_time", "session_id", "user_id", "model", "page_size", "page_token", "score_name", "evaluator", "min_score", "max_score", "route", "deployment", "deployment_version", "arm")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +107,10 @@ class ListTracesRequest(_message.Message):
     EVALUATOR_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MAX_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     session_id: str
@@ -100,7 +122,11 @@ class ListTracesRequest(_message.Message):
     evaluator: str
     min_score: float
     max_score: float
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., score_name: _Optional[str] = ..., evaluator: _Optional[str] = ..., min_score: _Optional[float] = ..., max_score: _Optional[float] = ...) -> None: ...
+    route: str
+    deployment: str
+    deployment_version: int
+    arm: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., score_name: _Optional[str] = ..., evaluator: _Optional[str] = ..., min_score: _Optional[float] = ..., max_score: _Optional[float] = ..., route: _Optional[str] = ..., deployment: _Optional[str] = ..., deployment_version: _Optional[int] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class ListTracesResponse(_message.Message):
     __slots__ = ("traces", "next_page_token")
