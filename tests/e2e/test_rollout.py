@@ -29,19 +29,38 @@ def stack(tmp_path):
 
 
 def canary_route(name: str, canary: inference_pb2.Deployment, max_samples: int) -> inference_pb2.Route:
+    """A 50% canary, sticky per session: :func:`one_session_per_arm` then splits the traffic exactly."""
     return inference_pb2.Route(
         name=name, primary=inference_pb2.DeploymentRef(name=name, version=1),
         canary=inference_pb2.Canary(
             deployment=inference_pb2.DeploymentRef(name=canary.name, version=canary.version), percent=50,
+            sticky="session",
             policy=inference_pb2.RolloutPolicy(min_samples=5, max_samples=max_samples, max_drop=0.05, alpha=0.01,
                                                auto_promote=True)))
+
+
+def one_session_per_arm(route: str) -> list[str]:
+    """A session the route's 50% sticky split sends to the primary and one it sends to the canary
+    (the split is a stable hash of route and session), so that alternating them gives both arms the
+    same number of requests: a random split can leave the primary short of min_samples when the
+    canary reaches max_samples, and the monitor then rightly only reports the canary as passed."""
+    from llmops.inference.routing import bucket
+
+    sides: dict[bool, str] = {}
+    for i in range(1000):
+        sides.setdefault(bucket(route, f"e2e-{i}") < 50, f"e2e-{i}")
+        if len(sides) == 2:
+            return [sides[False], sides[True]]
+    raise AssertionError("no session on each side of a 50% split")
 
 
 def drive_until_decided(client: Client, admin, route: str, revision: int, limit: int,
                         questions: list[str] = QUESTIONS) -> tuple[inference_pb2.Route, int]:
     """RAG requests until the route leaves ``revision`` (a decision was applied); (new route, requests sent)."""
+    sessions = one_session_per_arm(route)
     for n in range(limit):
-        client.generate(questions[n % len(questions)], rag=True, max_new_tokens=24)
+        # each question to both arms in turn: the arms compare on the same questions
+        client.generate(questions[(n // 2) % len(questions)], rag=True, max_new_tokens=24, session_id=sessions[n % 2])
         current = admin.GetRoute(inference_pb2.GetRouteRequest(name=route), timeout=10)
         if current.revision != revision:
             return current, n + 1
@@ -86,10 +105,8 @@ def test_the_judge_rolls_back_a_bad_canary_and_promotes_a_good_one(stack):
     history = admin.ListRoutes(inference_pb2.ListRoutesRequest(name=route), timeout=10).routes
     assert [r.revision for r in history][:2] == [after.revision, set_at.revision]
 
-    # the same prompt as the primary, as a new deployment version: as good, so it is promoted. One
-    # question, answered greedily, gives both arms the same answer and score: with the mix of six
-    # questions split at random, 8 judged requests per arm differ by more than max_drop by chance
-    # often enough that the monitor (rightly) only reports the canary as passed
+    # the same prompt as the primary, as a new deployment version: as good, so it is promoted (one
+    # question, answered greedily, gives both arms the same answer and score: no drop at all)
     good = admin.RegisterDeployment(inference_pb2.Deployment(
         name=route, backend="llama_cpp", description="same prompt, new version"), timeout=10)
     set_at = admin.SetRoute(inference_pb2.SetRouteRequest(route=canary_route(route, good, max_samples=8),
