@@ -788,10 +788,7 @@ def routes_set(name, reason, changed_by, dry_run, json_out, no_fallbacks, fallba
             for line in changes or ["nothing"]:
                 console.print(f"  {_esc(line)}")
             return
-        new = stub.SetRoute(inference_pb2.SetRouteRequest(route=route, changed_by=_user() if changed_by is None
-                                                          else changed_by, reason=reason,
-                                                          expected_revision=current.revision if current else 0),
-                            timeout=30)
+        new = _set_route(stub, route, current, changed_by, reason)
     if json_out:
         _echo_json(as_json(new))
         return
@@ -901,11 +898,16 @@ def rollout_status(route, json_out) -> None:
         print_rollout(console, st, routes.get(st.route))
 
 
+def _set_route(stub, route, current, changed_by, reason):
+    """SetRoute against the revision read (``current``; None: the route must not exist yet)."""
+    return stub.SetRoute(inference_pb2.SetRouteRequest(
+        route=route, changed_by=_user() if changed_by is None else changed_by, reason=reason,
+        expected_revision=current.revision if current else 0), timeout=30)
+
+
 def _set_and_report(console, stub, current, route, changed_by, reason, verb: str) -> None:
     with exit_on_rpc_error():
-        new = stub.SetRoute(inference_pb2.SetRouteRequest(route=route, changed_by=_user() if changed_by is None
-                                                          else changed_by, reason=reason,
-                                                          expected_revision=current.revision), timeout=30)
+        new = _set_route(stub, route, current, changed_by, reason)
     console.print(f"route [bold]{_esc(new.name)}[/] revision {new.revision} (was {current.revision}): {verb}")
     for line in route_changes(current, new):
         console.print(f"  {_esc(line)}")

@@ -221,8 +221,13 @@ class DeploymentAdmin:
         self.router.apply(records)   # live here at once; the feed brings it to the others
         try:
             for r in records:
-                self._echoes[r.SerializeToString()] += 1
-                await self.sender.send(self.config_topic, config_key(r), r)
+                raw = r.SerializeToString()
+                self._echoes[raw] += 1
+                try:
+                    await self.sender.send(self.config_topic, config_key(r), r)
+                except Exception:
+                    self._echoes[raw] -= 1   # never published: no echo will come back
+                    raise
         except Exception as exc:
             raise Unavailable(f"the change is stored and live on this replica, but could not be published to "
                               f"{self.config_topic} for the other replicas: {exc}; repeat it when Kafka is back") from exc
