@@ -16,7 +16,7 @@ from llmops.common.config_feed import ConfigFeed
 from llmops.common.http import HttpDoor
 from llmops.common.runtime import ServiceParts
 from llmops.common.settings import Settings
-from llmops.common.stream import KafkaBatchWorker
+from llmops.common.batch_worker import KafkaBatchWorker
 from llmops.common.topics import ensure_topics
 from llmops.inference.api import InferenceServicer
 from llmops.inference.config_store import DeploymentStore

@@ -7,7 +7,8 @@ from llmops.common.bus import DeadLetterQueue, EventBus
 from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings, key_value_pairs
-from llmops.common.stream import KafkaBatchWorker, batch_agent, make_app
+from llmops.common.batch_worker import KafkaBatchWorker
+from llmops.common.stream import batch_agent, make_app
 from llmops.tracing.api import TracingServicer
 from llmops.tracing.ingest import TraceIngestor
 from llmops.tracing.otlp.assembler import CompletionAssembler
