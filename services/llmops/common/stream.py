@@ -11,28 +11,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import faust
 
 from llmops.common import metrics
+from llmops.common.batch_handling import BatchConsumer, Rejected  # noqa: F401 - re-exported: consumers import them from here
 from llmops.common.bus import DeadLetterQueue
 from llmops.common.envelope import Record
 from llmops.common.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Rejected:
-    record: Record
-    reason: str
-    error: str = "UndecodableMessage"
-
-
-class BatchConsumer(Protocol):
-    async def handle(self, records: list[Record]) -> list[Rejected]: ...
 
 
 def make_app(settings: Settings, service: str) -> faust.App:
