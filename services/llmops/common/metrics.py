@@ -4,6 +4,9 @@ Names follow Prometheus conventions: ``llmops_`` prefix, base units (seconds), `
 """
 from __future__ import annotations
 
+import threading
+from typing import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -189,13 +192,97 @@ ROLLOUT_THRESHOLD = Gauge(
     ["route"], registry=REGISTRY,
 )
 
+LABEL_VALUES_FOLDED = Counter(
+    "llmops_metric_label_values_folded_total",
+    "Label values from clients folded into \"other\" (past LLMOPS_METRICS_MAX_LABEL_VALUES distinct values)",
+    ["label"], registry=REGISTRY,
+)
+
+# -- label values that come from clients ---------------------------------------------------------
+OTHER = "other"
+DEFAULT_MAX_LABEL_VALUES = 100
+MAX_LABEL_VALUE_LENGTH = 128
+_max_label_values = DEFAULT_MAX_LABEL_VALUES
+
+
+def set_max_label_values(n: int) -> None:
+    """How many distinct client values each :class:`BoundedLabel` lets through (the service's
+    ``LLMOPS_METRICS_MAX_LABEL_VALUES``, applied at start-up by the runtime)."""
+    global _max_label_values
+    _max_label_values = max(0, int(n))
+
+
+class BoundedLabel:
+    """The values of one label that clients choose (feedback names, collections, model names),
+    kept to a bounded set so that no client can grow a metric's series without bound.
+
+    A ``known`` value always passes; so do the first ``max_values`` other distinct values this
+    process sees (default: :func:`set_max_label_values`). Any later new value, and any value longer
+    than ``MAX_LABEL_VALUE_LENGTH`` characters, folds into ``"other"`` and is counted in
+    ``llmops_metric_label_values_folded_total{label}``. One instance serves every metric that
+    carries the label, so they share one set of values."""
+
+    def __init__(self, name: str, known: Iterable[str] = (), max_values: int | None = None) -> None:
+        self.name = name
+        self.known = frozenset(known)
+        self._max_values = max_values
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def max_values(self) -> int:
+        return _max_label_values if self._max_values is None else self._max_values
+
+    def __call__(self, value: object) -> str:
+        v = str(value)
+        if v in self.known or v in self._seen or v == OTHER:
+            return v
+        if len(v) <= MAX_LABEL_VALUE_LENGTH:
+            with self._lock:
+                if v in self._seen:
+                    return v
+                if len(self._seen) < self.max_values:
+                    self._seen.add(v)
+                    return v
+        LABEL_VALUES_FOLDED.labels(self.name).inc()
+        return OTHER
+
+    def values(self) -> frozenset[str]:
+        """The client values let through so far (``known`` ones aside)."""
+        with self._lock:
+            return frozenset(self._seen)
+
+
+class BoundedLabels:
+    """:class:`BoundedLabel` over a combination of labels of one metric: the first ``max_values``
+    distinct combinations pass, any other has all of its values folded into ``"other"`` (bounding
+    each label alone would still allow the product of their counts)."""
+
+    def __init__(self, name: str, max_values: int | None = None) -> None:
+        self._combos = BoundedLabel(name, max_values=max_values)
+
+    def __call__(self, *values: object) -> tuple[str, ...]:
+        vs = tuple(str(v) for v in values)
+        if any(len(v) > MAX_LABEL_VALUE_LENGTH for v in vs) or self._combos("\x1f".join(vs)) == OTHER:
+            return tuple(OTHER for _ in vs)
+        return vs
+
+
+#: the client-chosen label values of the metrics above, bounded
+FEEDBACK_NAME = BoundedLabel("feedback_name", known=("user",))
+COLLECTION = BoundedLabel("collection", known=("default",))
+JUDGED_SERIES = BoundedLabels("judge_score_series")   # (model, prompt_version, deployment, deployment_version)
+
 
 _SERVING: set[tuple[str, int]] = set()
 
 
-def serve_metrics(host: str, port: int) -> None:
+def serve_metrics(host: str, port: int, max_label_values: int | None = None) -> None:
     """Expose ``/metrics`` over HTTP on a daemon thread (once per address: a service restarted
-    in the same process keeps the endpoint it has)."""
+    in the same process keeps the endpoint it has); ``max_label_values`` bounds the label values
+    that come from clients (:class:`BoundedLabel`)."""
+    if max_label_values is not None:
+        set_max_label_values(max_label_values)
     if (host, port) in _SERVING:
         return
     start_http_server(port, addr=host, registry=REGISTRY)

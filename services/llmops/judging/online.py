@@ -166,9 +166,12 @@ def observe(outcomes: Sequence[Outcome]) -> None:
     for o in outcomes:
         ev, j, s = o.evaluator, o.judgement, o.sample
         if j.ok:
+            # model, versions and deployment come from the event (any producer, OTLP apps): bounded
+            model, prompt_version, deployment, deployment_version = metrics.JUDGED_SERIES(
+                s.model, s.prompt_version, s.deployment, s.deployment_version if s.deployment else "")
             metrics.JUDGE_SCORES.labels(
-                evaluator=ev.name, metric=ev.metric, model=s.model, prompt_version=str(s.prompt_version),
-                deployment=s.deployment, deployment_version=str(s.deployment_version) if s.deployment else "",
+                evaluator=ev.name, metric=ev.metric, model=model, prompt_version=prompt_version,
+                deployment=deployment, deployment_version=deployment_version,
             ).observe(j.value)
         else:
             metrics.JUDGE_ERRORS.labels(ev.name).inc()

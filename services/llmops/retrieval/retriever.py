@@ -85,7 +85,7 @@ class Retriever:
         ids, chunks = await asyncio.to_thread(self.prepare, list(latest.values()))
         self.store.ensure_collection(collection, self.embedder.dim)
         await asyncio.to_thread(self.store.replace_documents, collection, ids, chunks)
-        metrics.DOCUMENTS_INGESTED.labels(collection, source).inc(len(ids))
+        metrics.DOCUMENTS_INGESTED.labels(metrics.COLLECTION(collection), source).inc(len(ids))
         return len(ids), len(chunks)
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int:
@@ -112,9 +112,9 @@ class Retriever:
             raise NotFound(f"collection {collection!r} does not exist")
         vector = (await asyncio.to_thread(self.embedder.embed, [query]))[0] if alpha > 0 else None
         hits = await asyncio.to_thread(self.store.search, collection, query, vector, alpha, top_k or 5, filters)
-        metrics.RETRIEVAL_HITS.labels(collection).observe(len(hits))
+        metrics.RETRIEVAL_HITS.labels(metrics.COLLECTION(collection)).observe(len(hits))
         if hits:
-            metrics.RETRIEVAL_TOP_SCORE.labels(collection).observe(hits[0].score)
+            metrics.RETRIEVAL_TOP_SCORE.labels(metrics.COLLECTION(collection)).observe(hits[0].score)
         return hits
 
     def collections(self) -> list[tuple[str, int, int]]:

@@ -68,7 +68,7 @@ class TraceIngestor:
             metrics.SPANS_STORED.inc(len(events))
         elif topic.endswith("feedback"):
             for ev in events:
-                name = ev.feedback.name or "user"
+                name = metrics.FEEDBACK_NAME(ev.feedback.name or "user")   # client-chosen: bounded
                 if ev.feedback.score < 0:
                     metrics.FEEDBACK_NEGATIVE.labels(name).inc()
                 else:
