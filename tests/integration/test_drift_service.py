@@ -1,8 +1,9 @@
 """The drift service in-process (as `llmops serve drift` runs it) with tracing, on the real
 embedded broker, MiniLM, Evidently and SQLite: completions, scores and feedback published to
 Kafka are joined by trace id; a stationary stream fires nothing; a shift to another language and
-domain fires exactly one retrain event; the reference survives a restart; the retrain listener
-writes the event's training candidates; bad input is refused with a clear status."""
+domain fires one retrain event per cause (the quality drop at once, the drift after two windows);
+the reference survives a restart; the retrain listener writes the event's training candidates;
+bad input is refused with a clear status."""
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ def send_workload(s, prompts, rng, *, shifted=False, score_mean=0.8):
 def drift_stack(kafka, tmp_path_factory):
     data = tmp_path_factory.mktemp("drift")
     s = make_settings(data, kafka, drift_window_size=WINDOW, drift_join_wait_s=1.0, drift_consecutive=2,
-                      drift_quality_min="faithfulness=0.3", drift_keep_reports=4)
+                      drift_keep_reports=4)
     threads = {}
 
     def restart():
@@ -131,7 +132,7 @@ def test_undecodable_events_go_to_the_dead_letter_topic(drift_stack):
     assert b"not a valid llmops.v1.CompletionEvent" in headers["dlq-reason"]
 
 
-def test_stationary_traffic_fires_nothing_and_a_shift_fires_exactly_one_event(drift_stack, tmp_path):
+def test_stationary_traffic_fires_nothing_and_a_shift_fires_one_event_per_cause(drift_stack, tmp_path):
     s, client, restart = drift_stack
     rng = random.Random(11)
     english, korean = python_prompts(), korean_prompts()
@@ -146,10 +147,18 @@ def test_stationary_traffic_fires_nothing_and_a_shift_fires_exactly_one_event(dr
 
     shifted = send_workload(s, stream(korean, 3 * WINDOW, seed=2), rng, shifted=True, score_mean=0.45)
     wait_until(lambda: windows_seen(client) >= 9, timeout_s=180, interval_s=1, what="3 shifted windows")
-    events = retrain_events(client)
-    assert len(events) == 1, [e.reason for e in events]
-    ev = events[0]
+    events = retrain_events(client)                          # newest first
+    assert len(events) == 2, [e.reason for e in events]
+    ev, quality_ev = events
     korean_ids = {c.trace_id for c in shifted}
+    # the first shifted window: faithfulness dropped against the reference (0.8 -> 0.45)
+    assert list(quality_ev.causes) == ["quality:score_faithfulness"], quality_ev.reason
+    assert set(quality_ev.trace_ids) <= {c.trace_id for c in shifted[:WINDOW]}
+    (q,) = [t for t in quality_ev.quality if t.dropped]
+    assert q.score == "score_faithfulness" and q.p_value < q.alpha and q.effect_size >= 0.3
+    assert q.reference_mean > 0.7 and q.window_mean < 0.55 and q.reference_n >= 20 and q.window_n >= 20
+    # the second: the drift, two windows in a row, a new cause that the quality event's cooldown does not hide
+    assert "drift:prompt_embedding" in ev.causes and "quality:score_faithfulness" not in ev.causes
     assert ev.window.count == WINDOW and set(ev.trace_ids) <= korean_ids
     assert set(ev.trace_ids) & {c.trace_id for c in shifted[WINDOW:2 * WINDOW]}, "fired on the second shifted window"
     assert "2 consecutive windows" in ev.reason and ev.reference_id == status(client).reference_id
@@ -158,36 +167,36 @@ def test_stationary_traffic_fires_nothing_and_a_shift_fires_exactly_one_event(dr
     assert ev.low_score_trace_ids and set(ev.low_score_trace_ids) <= korean_ids
     st = status(client)
     assert [w.drift_detected for w in st.recent_windows[:3]] == [True] * 3
-    assert st.retrain_events == 1 and st.last_retrain_at.seconds > 0
+    assert st.retrain_events == 2 and st.last_retrain_at.seconds > 0
     newest = st.recent_windows[0]
     report = json.loads(open(newest.report_json_path).read())
     assert report["metrics"] and open(newest.report_path).read(200).strip().lower().startswith("<!doctype html")
     kept = list((s.drift_reports_dir / "default").glob("*.html"))
     assert len(kept) == 4                                    # LLMOPS_DRIFT_KEEP_REPORTS
-    # the same event went out on llmops.retrain, and a report per window on llmops.drift
-    on_topic = consume(s.bootstrap_servers, s.topic("retrain"), want=1, timeout_s=20)
-    assert events_pb2.RetrainEvent.FromString(on_topic[0].value).id == ev.id
+    # the same events went out on llmops.retrain, and a report per window on llmops.drift
+    on_topic = consume(s.bootstrap_servers, s.topic("retrain"), want=2, timeout_s=20)
+    assert [events_pb2.RetrainEvent.FromString(m.value).id for m in on_topic] == [quality_ev.id, ev.id]
     reports = [events_pb2.DriftReportEvent.FromString(m.value).report_id for m in consume_until(
         s.bootstrap_servers, s.topic("drift"), lambda ms: len(ms) >= 9, what="the 9 window reports")]
     assert sorted(reports) == sorted(w.report_id for w in st.recent_windows)   # each window once
 
-    # the listener turns it into a training-candidate dataset read from the trace store
+    # the listener turns the first (the quality drop) into a training-candidate dataset read from the trace store
     import asyncio
     stats = asyncio.run(RetrainListener(s, tmp_path / "out", trace_wait_s=30).run(max_events=1))
     assert stats.events == 1 and stats.missing == 0
-    lines = [json.loads(x) for x in (tmp_path / "out" / "default" / f"{ev.id}.jsonl").read_text().splitlines()]
-    assert [x["trace_id"] for x in lines[:len(ev.low_score_trace_ids)]] == list(ev.low_score_trace_ids)
+    lines = [json.loads(x) for x in (tmp_path / "out" / "default" / f"{quality_ev.id}.jsonl").read_text().splitlines()]
+    assert [x["trace_id"] for x in lines[:len(quality_ev.low_score_trace_ids)]] == list(quality_ev.low_score_trace_ids)
     assert {x["why"] for x in lines} == {"low_score", "drift_sample"}
     first = lines[0]
     assert first["prompt"] in korean and first["answer"] in KOREAN_ANSWERS
-    assert first["scores"]["rag.faithfulness.cheap/faithfulness"] < 0.3
+    assert first["scores"]["rag.faithfulness.cheap/faithfulness"] < q.window_mean       # the lowest first
 
     # a restart keeps the reference, the counters and the windows
     before = status(client)
     restart()
     after = status(client)
     assert (after.reference_id, after.reference_size, after.retrain_events) == (
-        before.reference_id, before.reference_size, 1)
+        before.reference_id, before.reference_size, 2)
     assert [w.report_id for w in after.recent_windows] == [w.report_id for w in before.recent_windows]
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from llmops.common.times import now_us, ts_to_us, us_to_ts
 from llmops.drift.features import CATEGORICAL, NUMERIC, TEXT, Observation
 from llmops.drift.monitor_config import MonitorSpec
-from llmops.drift.policy import decide_retrain, score_means
+from llmops.drift.policy import decide_retrain, quality_tests, score_means
 from llmops.drift.window_report import WindowDrift, prune_reports, window_drift
 from llmops.v1 import events_pb2
 
@@ -90,6 +90,7 @@ class Monitor:
         self.window_started_us = 0
         self.consecutive = 0
         self.last_retrain_us = 0
+        self.cooldowns: dict[str, int] = {}   # cause -> when it last fired (us): the cooldown is per cause
         self.retrain_count = 0
         self.last_seq = 0
         self.recent: deque[events_pb2.DriftReportEvent] = deque(maxlen=RECENT_WINDOWS)
@@ -165,9 +166,10 @@ class Monitor:
             drift_share=drift.drift_share, features=[_feature_proto(f) for f in features],
             report_path=str(drift.report_html or ""), report_json_path=str(drift.report_json or ""),
             score_means={k: m for k, (m, _n) in means.items()}, seconds=drift.seconds,
+            quality=quality_tests(self.spec, self.reference.rows, rows, extra),
         )
-        retrain = decide_retrain(self.spec, report, rows, means, consecutive=self.consecutive,
-                                 last_retrain_us=self.last_retrain_us, now=now,
+        retrain = decide_retrain(self.spec, report, rows, means, history=list(self.recent),
+                                 cooldowns=self.cooldowns, now=now,
                                  event_id=new_id(f"retrain-{self.spec.name}"))
         return WindowOutcome(rows, report=report, retrain=retrain, drift=drift)
 
@@ -184,6 +186,7 @@ class Monitor:
         if outcome.retrain is not None:
             self.consecutive = 0
             self.last_retrain_us = ts_to_us(outcome.retrain.created_at)
+            self.cooldowns.update(dict.fromkeys(outcome.retrain.causes, self.last_retrain_us))
             self.retrain_count += 1
         prune_reports(self.reports_dir, self.spec.keep_reports)
 
@@ -192,3 +195,16 @@ class Monitor:
         self.reference = ref
         self.consecutive = 0
         self.last_retrain_us = 0
+        self.cooldowns = {}
+
+    def restore_cooldowns(self, events: list[events_pb2.RetrainEvent]) -> None:
+        """The per-cause cooldowns from the stored retrain events: those against the current
+        reference, up to the last one the saved state counts (an event stored by a window whose
+        state was not saved is decided again when the window is replayed)."""
+        self.cooldowns = {}
+        for ev in events:
+            at = ts_to_us(ev.created_at)
+            if self.reference is None or ev.reference_id != self.reference.reference_id or at > self.last_retrain_us:
+                continue
+            for cause in ev.causes:
+                self.cooldowns[cause] = max(self.cooldowns.get(cause, 0), at)

@@ -1,5 +1,5 @@
 """What a drift monitor is configured with: its scope (the traffic it watches) and its
-:class:`MonitorSpec` (window, method, retrain policy, reports kept), read from the
+:class:`MonitorSpec` (window, method, retrain policy, quality rules, reports kept), read from the
 ``LLMOPS_DRIFT_*`` settings or the ``LLMOPS_DRIFT_CONFIG`` file."""
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 from llmops.common.settings import Settings
 from llmops.drift.features import Observation, quality_column
+from llmops.drift.quality import QUALITY_TESTS
 from llmops.drift.window_report import EMBEDDING_METHODS
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+MAX_CONSECUTIVE = 20   # a drift streak is counted over the recent windows a monitor keeps (monitor.RECENT_WINDOWS)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,15 @@ class MonitorSpec:
     method_options: dict = field(default_factory=dict)
     drift_share: float = 0.5
     consecutive: int = 2
-    cooldown_s: float = 3600.0
-    quality_min: dict[str, float] = field(default_factory=dict)  # score column -> lowest window mean
+    cooldown_s: float = 3600.0        # per cause: a cause that fired is silent this long; another one is not
+    # quality rules: each score's window against the reference's (see llmops.drift.quality)
+    quality_scores: tuple[str, ...] = ("score_faithfulness", "score_answer_relevancy", "score_context_relevancy")
+    quality_test: str = "welch"       # "welch" or "mann-whitney", one-sided
+    quality_alpha: float = 0.001      # per window, over all its scores (Holm)
+    quality_min_drop: float = 0.05    # and the window mean at least this far below the reference's
+    quality_min_effect: float = 0.3   # and Cohen's d of the drop at least this
+    quality_min_n: int = 20           # scores on each side for a score to be tested
+    quality_min: dict[str, float] = field(default_factory=dict)  # opt-in absolute floors: column -> lowest window mean
     keep_reports: int = 50
 
 
@@ -72,6 +81,12 @@ def parse_quality(text: str) -> dict[str, float]:
     return out
 
 
+def parse_scores(value) -> tuple[str, ...]:
+    """``"faithfulness, feedback_user"`` (or a list of them) → ``("score_faithfulness", "feedback_user")``."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(dict.fromkeys(quality_column(str(k).strip()) for k in items if str(k).strip()))
+
+
 def load_specs(settings: Settings) -> list[MonitorSpec]:
     """The monitors: ``LLMOPS_DRIFT_CONFIG`` if set (``{"monitors": [...]}``, each field
     defaulting to the ``LLMOPS_DRIFT_*`` settings), else one monitor ``default`` over all traffic."""
@@ -79,8 +94,12 @@ def load_specs(settings: Settings) -> list[MonitorSpec]:
         name="default", window_size=settings.drift_window_size, window_seconds=settings.drift_window_seconds,
         min_window=settings.drift_min_window, method=settings.drift_method, drift_share=settings.drift_share,
         consecutive=settings.drift_consecutive, cooldown_s=settings.drift_cooldown_s,
+        quality_scores=parse_scores(settings.drift_quality_scores), quality_test=settings.drift_quality_test,
+        quality_alpha=settings.drift_quality_alpha, quality_min_drop=settings.drift_quality_min_drop,
+        quality_min_effect=settings.drift_quality_min_effect, quality_min_n=settings.drift_quality_min_n,
         quality_min=parse_quality(settings.drift_quality_min), keep_reports=settings.drift_keep_reports,
     )
+    _check(base)
     if not settings.drift_config:
         return [base]
     try:
@@ -97,7 +116,8 @@ def load_specs(settings: Settings) -> list[MonitorSpec]:
 
 
 SPEC_KEYS = {"name", "scope", "window_size", "window_seconds", "min_window", "method", "method_options",
-             "drift_share", "consecutive", "cooldown_s", "quality_min", "keep_reports"}
+             "drift_share", "consecutive", "cooldown_s", "quality_scores", "quality_test", "quality_alpha",
+             "quality_min_drop", "quality_min_effect", "quality_min_n", "quality_min", "keep_reports"}
 
 
 SCOPE_KEYS = {"model", "prompt_template", "prompt_version", "metadata", "deployment", "deployment_version"}
@@ -125,11 +145,31 @@ def spec_from_dict(d: dict, base: MonitorSpec) -> MonitorSpec:
     if scope.deployment_version and not scope.deployment:
         raise ValueError(f"drift monitor {name!r}: scope deployment_version {scope.deployment_version} needs a deployment")
     quality = d.get("quality_min")
-    spec = replace(base, name=name, scope=scope,
-                   quality_min=base.quality_min if quality is None else {quality_column(k): float(v) for k, v in quality.items()},
-                   **{k: type(getattr(base, k))(d[k]) for k in SPEC_KEYS - {"name", "scope", "quality_min"} if k in d})
+    scores = d.get("quality_scores")
+    try:
+        spec = replace(base, name=name, scope=scope,
+                       quality_min=base.quality_min if quality is None else {quality_column(k): float(v) for k, v in quality.items()},
+                       quality_scores=base.quality_scores if scores is None else parse_scores(scores),
+                       **{k: type(getattr(base, k))(d[k]) for k in SPEC_KEYS - {"name", "scope", "quality_min", "quality_scores"}
+                          if k in d})
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"drift monitor {name!r}: {exc}") from None
+    _check(spec)
+    return spec
+
+
+def _check(spec: MonitorSpec) -> None:
+    name = spec.name
     if spec.method not in EMBEDDING_METHODS:
         raise ValueError(f"drift monitor {name!r}: method {spec.method!r} is not one of {', '.join(EMBEDDING_METHODS)}")
     if spec.window_size < 10 or spec.consecutive < 1 or not 0 < spec.drift_share <= 1:
         raise ValueError(f"drift monitor {name!r}: window_size >= 10, consecutive >= 1 and 0 < drift_share <= 1")
-    return spec
+    if spec.consecutive > MAX_CONSECUTIVE:
+        raise ValueError(f"drift monitor {name!r}: consecutive {spec.consecutive} is more than the "
+                         f"{MAX_CONSECUTIVE} recent windows a monitor keeps")
+    if spec.quality_test not in QUALITY_TESTS:
+        raise ValueError(f"drift monitor {name!r}: quality_test {spec.quality_test!r} is not one of "
+                         f"{', '.join(QUALITY_TESTS)}")
+    if not 0 < spec.quality_alpha < 1 or spec.quality_min_drop < 0 or spec.quality_min_effect < 0 or spec.quality_min_n < 2:
+        raise ValueError(f"drift monitor {name!r}: 0 < quality_alpha < 1, quality_min_drop >= 0, "
+                         f"quality_min_effect >= 0 and quality_min_n >= 2")

@@ -175,7 +175,7 @@ class DocumentEvent(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., collection: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., deleted: bool = ...) -> None: ...
 
 class DriftReportEvent(_message.Message):
-    __slots__ = ("monitor", "report_id", "window_start", "window_end", "window_size", "reference_id", "drift_detected", "drift_share", "features", "report_path", "report_json_path", "score_means", "seconds")
+    __slots__ = ("monitor", "report_id", "window_start", "window_end", "window_size", "reference_id", "drift_detected", "drift_share", "features", "report_path", "report_json_path", "score_means", "seconds", "quality")
     class ScoreMeansEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class DriftReportEvent(_message.Message):
     REPORT_JSON_PATH_FIELD_NUMBER: _ClassVar[int]
     SCORE_MEANS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     monitor: str
     report_id: str
     window_start: _timestamp_pb2.Timestamp
@@ -209,7 +210,40 @@ class DriftReportEvent(_message.Message):
     report_json_path: str
     score_means: _containers.ScalarMap[str, float]
     seconds: float
-    def __init__(self, monitor: _Optional[str] = ..., report_id: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_size: _Optional[int] = ..., reference_id: _Optional[str] = ..., drift_detected: bool = ..., drift_share: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., report_path: _Optional[str] = ..., report_json_path: _Optional[str] = ..., score_means: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    quality: _containers.RepeatedCompositeFieldContainer[QualityTest]
+    def __init__(self, monitor: _Optional[str] = ..., report_id: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_size: _Optional[int] = ..., reference_id: _Optional[str] = ..., drift_detected: bool = ..., drift_share: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., report_path: _Optional[str] = ..., report_json_path: _Optional[str] = ..., score_means: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ..., quality: _Optional[_Iterable[_Union[QualityTest, _Mapping]]] = ...) -> None: ...
+
+class QualityTest(_message.Message):
+    __slots__ = ("score", "test", "statistic", "p_value", "alpha", "reference_mean", "reference_n", "window_mean", "window_n", "mean_drop", "effect_size", "dropped", "min_drop", "min_effect_size")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_N_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MEAN_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_N_FIELD_NUMBER: _ClassVar[int]
+    MEAN_DROP_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MIN_DROP_FIELD_NUMBER: _ClassVar[int]
+    MIN_EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    score: str
+    test: str
+    statistic: float
+    p_value: float
+    alpha: float
+    reference_mean: float
+    reference_n: int
+    window_mean: float
+    window_n: int
+    mean_drop: float
+    effect_size: float
+    dropped: bool
+    min_drop: float
+    min_effect_size: float
+    def __init__(self, score: _Optional[str] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., reference_mean: _Optional[float] = ..., reference_n: _Optional[int] = ..., window_mean: _Optional[float] = ..., window_n: _Optional[int] = ..., mean_drop: _Optional[float] = ..., effect_size: _Optional[float] = ..., dropped: bool = ..., min_drop: _Optional[float] = ..., min_effect_size: _Optional[float] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
     __slots__ = ("feature", "drifted", "statistic", "p_value", "method", "threshold")
@@ -238,7 +272,7 @@ class Window(_message.Message):
     def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RetrainEvent(_message.Message):
-    __slots__ = ("id", "monitor", "reason", "evidence", "window", "trace_ids", "reference_id", "low_score_trace_ids", "created_at", "score_means", "report_id", "report_path")
+    __slots__ = ("id", "monitor", "reason", "evidence", "window", "trace_ids", "reference_id", "low_score_trace_ids", "created_at", "score_means", "report_id", "report_path", "causes", "quality")
     class ScoreMeansEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +292,8 @@ class RetrainEvent(_message.Message):
     SCORE_MEANS_FIELD_NUMBER: _ClassVar[int]
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
     REPORT_PATH_FIELD_NUMBER: _ClassVar[int]
+    CAUSES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     monitor: str
     reason: str
@@ -270,7 +306,9 @@ class RetrainEvent(_message.Message):
     score_means: _containers.ScalarMap[str, float]
     report_id: str
     report_path: str
-    def __init__(self, id: _Optional[str] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference_id: _Optional[str] = ..., low_score_trace_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score_means: _Optional[_Mapping[str, float]] = ..., report_id: _Optional[str] = ..., report_path: _Optional[str] = ...) -> None: ...
+    causes: _containers.RepeatedScalarFieldContainer[str]
+    quality: _containers.RepeatedCompositeFieldContainer[QualityTest]
+    def __init__(self, id: _Optional[str] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., window: _Optional[_Union[Window, _Mapping]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference_id: _Optional[str] = ..., low_score_trace_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score_means: _Optional[_Mapping[str, float]] = ..., report_id: _Optional[str] = ..., report_path: _Optional[str] = ..., causes: _Optional[_Iterable[str]] = ..., quality: _Optional[_Iterable[_Union[QualityTest, _Mapping]]] = ...) -> None: ...
 
 class ConfigRecord(_message.Message):
     __slots__ = ("deployment", "route", "prompt", "label")
