@@ -28,7 +28,8 @@ def serve(service: str) -> None:
     from llmops.common.runtime import run_service
 
     build = importlib.import_module(SERVICE_MODULES[service]).build
-    asyncio.run(run_service(service, load_settings(), build))
+    # non-zero when its watchdog ended it (a dead or stuck consumer, a reset broker): codes in llmops.common.watchdog
+    sys.exit(asyncio.run(run_service(service, load_settings(), build, owns_process=True)))
 
 
 @click.command()
@@ -51,8 +52,9 @@ def broker() -> None:
 
 
 async def run_stack(console, settings: Settings, after_start: AfterStart | None = None) -> int:
-    """Start the broker and every service, show their status, run ``after_start``, then keep
-    running until Ctrl-C or a crash; stop everything. The exit code: 0, or 1 after a failure."""
+    """Start the broker and every service, show their status, run ``after_start``, then supervise
+    them (restarts with backoff) until Ctrl-C, or until one keeps failing; stop everything. The exit
+    code: 0, or 1 when the stack gave up."""
     stack = Stack(settings, on_progress=lambda m: console.print(f"[dim]•[/] {m}"))
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -71,6 +73,9 @@ async def run_stack(console, settings: Settings, after_start: AfterStart | None 
             if report:
                 console.print(f"[red]{report}[/]")
                 code = 1
+            if stack.restart_count:
+                console.print(f"{stack.restart_count} restart(s): " + ", ".join(
+                    f"{name} {r.total}" for name, r in stack.restarts.items() if r.total))
     except StackError as exc:
         console.print(f"[red]{exc}[/]")
         code = 1

@@ -1,6 +1,9 @@
 """``llmops up``: the embedded broker (unless Kafka is external) and each service as its own
-process; waits for their health checks, reports a crashed service by name, stops them all on
-Ctrl-C (SIGTERM, then SIGKILL after a grace period)."""
+process; waits for their health checks, then supervises them: a service or broker that exits is
+restarted with exponential backoff (1 s doubling, at most 30 s; the broker on its port) and each
+restart is reported, until one exits ``LLMOPS_RESTART_MAX_FAILURES`` times within
+``LLMOPS_RESTART_WINDOW_S`` (compose's ``restart: on-failure``): then the stack gives up and stops.
+Ctrl-C stops them all (SIGTERM, then SIGKILL 10 s after their own ``LLMOPS_SHUTDOWN_GRACE_S``)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,12 +22,18 @@ from typing import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmops.common.broker import EmbeddedBroker, wait_for_kafka
+from llmops.common.broker import BrokerError, EmbeddedBroker, wait_for_kafka
 from llmops.common.channels import aio_channel
 from llmops.common.settings import SERVICES, Settings
 
 #: the order services start in: retrieval before inference (which calls it), the consumers before the producer
 START_ORDER = ("retrieval", "tracing", "judging", "drift", "inference")
+
+#: the supervisor's backoff: the first restart after this, doubling with each failure in a row, capped
+RESTART_FIRST_BACKOFF_S = 1.0
+RESTART_MAX_BACKOFF_S = 30.0
+#: SIGKILL this long after a service's own stop budget (LLMOPS_SHUTDOWN_GRACE_S) has passed
+KILL_MARGIN_S = 10.0
 
 
 class StackError(RuntimeError):
@@ -76,6 +86,18 @@ class ServiceProcess:
             return ""
 
 
+@dataclass
+class Restarts:
+    """The supervisor's books on one component (a service or ``broker``)."""
+    exits: deque = field(default_factory=deque)   # monotonic times of its exits within the window
+    attempt: int = 0              # failures in a row (the backoff's exponent)
+    total: int = 0                # restarts so far
+    due_at: float | None = None   # when the pending restart starts
+    exited_at: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+    recovering: bool = False      # restarted, not yet SERVING again
+
+
 class Stack:
     def __init__(self, settings: Settings, services: tuple[str, ...] = START_ORDER,
                  on_progress: Callable[[str], None] = lambda s: None) -> None:
@@ -85,6 +107,10 @@ class Stack:
         self.log_dir = settings.data_dir / "logs"
         self.broker: EmbeddedBroker | None = None
         self.procs: dict[str, ServiceProcess] = {}
+        self.restarts: dict[str, Restarts] = {name: Restarts() for name in (*services, "broker")}
+        #: (component, seconds from its exit until SERVING again), one per completed recovery
+        self.recoveries: list[tuple[str, float]] = []
+        self._env: dict[str, str] = {}
 
     def child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
@@ -102,16 +128,21 @@ class Stack:
         else:
             self.on_progress(f"using Kafka at {self.settings.bootstrap_servers}")
             await wait_for_kafka(self.settings.bootstrap_servers)
-        env = self.child_env()
+        self._env = self.child_env()
         for name in self.services:
-            log_path = self.log_dir / f"{name}.log"
-            out = open(log_path, "ab")
-            proc = subprocess.Popen([sys.executable, "-m", "llmops.cli", "serve", name], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            out.close()
-            self.procs[name] = ServiceProcess(name, proc, log_path)
-            self.on_progress(f"started {name} (pid {proc.pid}, log {log_path})")
+            sp = self._spawn(name)
+            self.on_progress(f"started {name} (pid {sp.proc.pid}, log {sp.log_path})")
         await self.wait_healthy(timeout_s)
+
+    def _spawn(self, name: str) -> ServiceProcess:
+        log_path = self.log_dir / f"{name}.log"
+        out = open(log_path, "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "llmops.cli", "serve", name], env=self._env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        sp = self.procs[name] = ServiceProcess(name, proc, log_path)
+        self.restarts[name].started_at = sp.started_at
+        return sp
 
     async def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -132,26 +163,95 @@ class Stack:
                 await asyncio.sleep(0.3)
 
     async def watch(self, stop: asyncio.Event) -> str | None:
-        """Wait until ``stop`` is set (returns None) or a service dies (returns a report)."""
+        """Supervise until ``stop`` is set (returns None) or a component keeps failing (returns the
+        report of why the stack gives up)."""
         while not stop.is_set():
-            for name, sp in self.procs.items():
-                if sp.proc.poll() is not None:
-                    return (f"service {name!r} crashed with exit code {sp.proc.returncode}.\n"
-                            f"--- last lines of {sp.log_path} ---\n{sp.log_tail()}")
-            if self.broker and self.broker.proc and self.broker.proc.poll() is not None:
-                return f"the embedded Kafka broker exited with code {self.broker.proc.returncode}"
+            report = await self.supervise_once()
+            if report:
+                return report
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
         return None
 
-    async def stop(self, grace_s: float = 20.0) -> None:
+    async def supervise_once(self) -> str | None:
+        """One round: note what exited, start what is due, see what came back."""
+        now = time.monotonic()
+        if self.broker is not None:
+            r = self.restarts["broker"]
+            if r.due_at is None and self.broker.proc is not None and self.broker.proc.poll() is not None:
+                report = self._exited("the embedded Kafka broker", "broker", self.broker.proc.returncode,
+                                      self.log_dir / "broker.log", now)
+                if report:
+                    return report
+            if r.due_at is not None and now >= r.due_at:
+                r.due_at = None
+                try:
+                    await self.broker.start()
+                except BrokerError as exc:
+                    self.on_progress(f"the embedded Kafka broker did not come back: {exc}")
+                    return self._exited("the embedded Kafka broker", "broker", -1, self.log_dir / "broker.log",
+                                        time.monotonic())
+                r.started_at = time.monotonic()
+                self.recoveries.append(("broker", r.started_at - r.exited_at))
+                self.on_progress(f"the embedded Kafka broker is back on {self.broker.bootstrap} "
+                                 f"({r.started_at - r.exited_at:.1f}s after it exited)")
+        for name in list(self.procs):
+            sp, r = self.procs[name], self.restarts[name]
+            if r.due_at is None and sp.proc.poll() is not None:
+                report = self._exited(f"service {name!r}", name, sp.proc.returncode, sp.log_path, now, sp)
+                if report:
+                    return report
+            if r.due_at is not None and time.monotonic() >= r.due_at:
+                r.due_at = None
+                sp = self._spawn(name)
+                r.recovering = True
+                self.on_progress(f"restarted {name} (pid {sp.proc.pid}, restart #{r.total})")
+            elif r.recovering and sp.proc.poll() is None \
+                    and await health_status(self.settings.grpc_target(name), 1.0) == "SERVING":
+                r.recovering = False
+                took = time.monotonic() - r.exited_at
+                self.recoveries.append((name, took))
+                self.on_progress(f"{name} is SERVING again ({took:.1f}s after it exited)")
+        return None
+
+    def _exited(self, what: str, key: str, code: int | None, log_path: Path, now: float,
+                sp: ServiceProcess | None = None) -> str | None:
+        """Book an exit: schedule the restart with backoff, or give up (the report)."""
+        r = self.restarts[key]
+        window, most = self.settings.restart_window_s, self.settings.restart_max_failures
+        if now - r.started_at >= window:
+            r.attempt = 0          # it had run for a while: this is a new failure, not one in a row
+        r.exits.append(now)
+        while r.exits and r.exits[0] < now - window:
+            r.exits.popleft()
+        r.exited_at = now
+        r.recovering = False
+        if len(r.exits) >= most:
+            tail = sp.log_tail() if sp is not None else _tail(log_path)
+            return (f"{what} exited {len(r.exits)} times within {window:.0f}s (last exit code {code}): giving up.\n"
+                    f"--- last lines of {log_path} ---\n{tail}")
+        delay = min(RESTART_MAX_BACKOFF_S, RESTART_FIRST_BACKOFF_S * 2 ** r.attempt)
+        r.attempt += 1
+        r.total += 1
+        r.due_at = now + delay
+        self.on_progress(f"{what} exited with code {code}: restarting it in {delay:.0f}s "
+                         f"(restart #{r.total}; {len(r.exits)} of {most} exits allowed within {window:.0f}s)")
+        return None
+
+    @property
+    def restart_count(self) -> int:
+        return sum(r.total for r in self.restarts.values())
+
+    async def stop(self, grace_s: float | None = None) -> None:
         # inference first (it publishes), consumers after, so their last events are consumed
         for name in reversed(list(self.procs)):
             sp = self.procs[name]
             if sp.proc.poll() is None:
                 sp.proc.send_signal(signal.SIGTERM)
+        if grace_s is None:   # a service stops within its own budget; SIGKILL only well after it
+            grace_s = self.settings.shutdown_grace_s + KILL_MARGIN_S
         deadline = time.monotonic() + grace_s
         for name, sp in self.procs.items():
             while sp.proc.poll() is None and time.monotonic() < deadline:
@@ -162,3 +262,10 @@ class Stack:
                 sp.proc.wait()
         if self.broker:
             self.broker.stop()
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

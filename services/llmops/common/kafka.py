@@ -54,3 +54,26 @@ def producer_options(settings: Settings) -> dict:
         "compression_type": None,
         "partitioner": CachedPartitioner(),
     }
+
+
+def refuse_topic_auto_creation() -> None:
+    """Make every aiokafka client of this process ask for metadata without creating topics
+    (``allow_auto_topic_creation=false``, as the Java consumer's ``allow.auto.create.topics``).
+
+    A broker that creates topics on a metadata request creates them with its own partition count:
+    after the embedded broker restarted empty, the first send would re-create ``spans`` with 4
+    partitions, not ``LLMOPS_TOPIC_PARTITIONS``. Service processes call this at start; their topic
+    keeper (:class:`llmops.common.topics.TopicKeeper`) creates missing topics with the right
+    counts, and a send waits for it (about a second). Process-wide: aiokafka has no per-client
+    switch."""
+    from aiokafka.protocol import metadata
+
+    init = metadata.MetadataRequest.__init__
+    if getattr(init, "_llmops_no_auto_create", False):
+        return
+
+    def no_auto_create(self, topics=None, allow_auto_topic_creation: bool | None = False) -> None:
+        init(self, topics, allow_auto_topic_creation)
+
+    no_auto_create._llmops_no_auto_create = True
+    metadata.MetadataRequest.__init__ = no_auto_create

@@ -1,6 +1,11 @@
 """Consumer lag, measured the way an operator would: the topic's end offsets minus the group's
 committed offsets, per (topic, group). Exported as ``llmops_consumer_lag_messages``. The same
-round trip tells whether the broker answers: ``llmops_broker_up`` and ``llmops_broker_roundtrip_seconds``."""
+round trip tells whether the broker answers: ``llmops_broker_up`` and ``llmops_broker_roundtrip_seconds``.
+
+Each group's committed offsets are also its :class:`ConsumerProgress` (``lag:<group>``, in
+``progress``): records in hand = its lag, progress = its committed offsets moved (or no lag). The
+runtime's watchdog reads it, so a consumer stuck with lag growing behind it is seen from outside
+its loop, whatever kind of consumer it is."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +19,7 @@ from aiokafka.structs import TopicPartition
 
 from llmops.common import metrics
 from llmops.common.kafka import client_options
+from llmops.common.liveness import ConsumerProgress
 from llmops.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,8 @@ class LagMonitor:
         self.groups = groups            # group id -> topics it consumes
         self.interval_s = interval_s
         self.last: dict[tuple[str, str], int] = {}
+        self.progress = [ConsumerProgress(f"lag:{g}") for g in groups]
+        self._committed: dict[str, int] = {}
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -34,6 +42,8 @@ class LagMonitor:
         self._consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
         await self._admin.start()
         await self._consumer.start()
+        for p in self.progress:
+            p.joined()
         self._task = asyncio.create_task(self._loop(), name="consumer-lag")
 
     async def stop(self) -> None:
@@ -51,7 +61,8 @@ class LagMonitor:
         assert self._admin is not None and self._consumer is not None, "start() first"
         await self._consumer.topics()  # refresh metadata so that partitions_for_topic knows every topic
         out: dict[tuple[str, str], int] = {}
-        for group, topics in self.groups.items():
+        for (group, topics), progress in zip(self.groups.items(), self.progress):
+            group_lag = group_committed = 0
             for topic in topics:
                 parts = [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or ())]
                 if not parts:
@@ -64,8 +75,17 @@ class LagMonitor:
                     meta = committed.get(tp)
                     done = meta.offset if meta is not None and meta.offset >= 0 else 0
                     lag += max(0, ends[tp] - done)
+                    group_committed += done
                 out[(topic, group)] = lag
+                group_lag += lag
                 metrics.CONSUMER_LAG.labels(topic, group).set(lag)
+            before = self._committed.get(group)
+            self._committed[group] = group_committed
+            if group_lag == 0 or before is None or group_committed != before:
+                progress.progressed(max(0, group_committed - (before or 0)))
+            else:
+                progress.beat()
+            progress.in_hand = group_lag
         self.last = out
         return out
 
@@ -80,5 +100,7 @@ class LagMonitor:
                 raise
             except Exception as exc:  # a broker hiccup must not kill the monitor
                 metrics.BROKER_UP.set(0)
+                for p in self.progress:   # unknown while the broker does not answer: no stall is judged on it
+                    p.in_hand, p.last_progress = 0, p.clock()
                 log.warning("could not measure consumer lag: %s", exc or type(exc).__name__)
             await asyncio.sleep(self.interval_s)

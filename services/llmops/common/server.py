@@ -3,8 +3,8 @@
 Every server gets: the standard health service (NOT_SERVING until its service says it is ready),
 server reflection (v1 and v1alpha), an interceptor that maps domain errors to status codes and
 records request metrics, an incoming W3C ``traceparent`` in a context variable, Prometheus
-``/metrics`` on its own port, and a graceful stop on SIGTERM/SIGINT (stop accepting, drain
-in-flight RPCs, then exit).
+``/metrics`` on its own port, and a graceful stop (stop accepting, drain in-flight RPCs; the
+runtime, :mod:`llmops.common.runtime`, runs it on SIGTERM/SIGINT).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import logging
 import time
-from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +23,6 @@ from llmops.common.logging import current_trace_id
 from llmops.common.envelope import parse_traceparent
 from llmops.common.reflection import enable_server_reflection
 from llmops.common.settings import Settings
-from llmops.common.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -159,24 +157,3 @@ class GrpcServer:
     async def stop(self, grace_s: float | None = None) -> None:
         await self.set_serving(False)
         await self.server.stop(self.settings.grpc_grace_seconds if grace_s is None else grace_s)
-
-
-async def serve_until_stopped(
-    server: GrpcServer, start: Callable[[], Awaitable[None]], stop_parts: Callable[[], Awaitable[None]],
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Start the gRPC server first (health NOT_SERVING), then the service's parts, then SERVING;
-    on SIGTERM drain RPCs, then stop the parts."""
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
-    await server.start()
-    try:
-        await start()
-        await server.set_serving(True)
-        log.info("%s is serving", server.service)
-        await stop.wait()
-        log.info("%s: stopping (draining RPCs for up to %.0fs)", server.service, server.settings.grpc_grace_seconds)
-    finally:
-        await server.stop()
-        await stop_parts()
-        log.info("%s stopped", server.service)

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     retrieval_url: str = Field("", description="host:port of RetrievalService for inference. Empty: local.")
     grpc_max_concurrent_rpcs: int = Field(128, ge=1, description="RPCs a server runs at once; more get RESOURCE_EXHAUSTED.")
     grpc_grace_seconds: float = Field(10.0, description="Drain time on SIGTERM before in-flight RPCs are cut.")
+    shutdown_grace_s: float = Field(15.0, gt=0.0, description="A service's whole stop on SIGTERM (gRPC drain, consumers, publisher flush) ends within this; `llmops up` SIGKILLs a service only 10 s after it.")
+    consumer_stall_s: float = Field(300.0, gt=0.0, description="A consumer with work (lag or a batch in hand) and no progress for this long makes its service NOT_SERVING and exit (code 4), so its supervisor restarts it.")
+    restart_max_failures: int = Field(5, ge=1, description="`llmops up` restarts a crashed service or broker with backoff (1 s doubling, at most 30 s); it gives up (stops the stack, exit 1) after this many exits of one component within LLMOPS_RESTART_WINDOW_S.")
+    restart_window_s: float = Field(60.0, gt=0.0, description="The window of LLMOPS_RESTART_MAX_FAILURES; a component that ran this long has its backoff reset.")
     metrics_max_label_values: int = Field(100, ge=1, description="Distinct values a metric label that clients choose (feedback names, collections, judged models and versions) takes per process; later new values are counted under `other` (llmops_metric_label_values_folded_total).")
 
     # --- inference -----------------------------------------------------------------------

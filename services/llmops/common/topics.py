@@ -62,3 +62,88 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
             log.info("created topics %s", ", ".join(missing))
     finally:
         await admin.close()
+
+
+class TopicKeeper:
+    """Keeps the platform's topics while a service runs, and tells when the broker lost its state.
+
+    Every ``interval_s`` it lists the topics (and reads the cluster id, where the broker gives
+    one). Topics that went missing are created again with their partition counts: an in-memory
+    broker (the embedded Tansu) that restarted has none, and producers would otherwise wait on
+    metadata for a topic that never comes. When every topic went missing at once, or the cluster
+    id changed, the broker was reset: ``resets`` counts it and ``reset_reason`` says why, so that
+    the runtime can restart what cannot rejoin in place (faust holds offsets of the old log).
+    """
+
+    def __init__(self, settings: Settings, interval_s: float = 1.0) -> None:
+        self.settings = settings
+        self.interval_s = interval_s
+        self.wanted = {settings.topic(n) for n in TOPICS}
+        self.cluster_id: str | None = None
+        self.resets = 0
+        self.reset_reason = ""
+        self.recreated = 0
+        self._admin: AIOKafkaAdminClient | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="topic-keeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._admin is not None:
+            try:
+                await asyncio.wait_for(self._admin.close(), 2.0)
+            except Exception:   # noqa: BLE001 - closing a client of a broker that is away
+                pass
+            self._admin = None
+
+    async def check(self) -> None:
+        """One round: list topics, re-create the missing ones, note a reset."""
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(**client_options(self.settings), request_timeout_ms=5000)
+            await self._admin.start()
+        meta = (await self._admin._get_cluster_metadata(topics=None)).to_object()   # list_topics, with the id
+        existing = {t["topic"] for t in meta["topics"]}
+        cluster_id = meta.get("cluster_id")   # Metadata v2+ carries it
+        missing = sorted(self.wanted - existing)
+        reason = ""
+        if cluster_id and self.cluster_id and cluster_id != self.cluster_id:
+            reason = f"the broker's cluster id changed ({self.cluster_id} -> {cluster_id})"
+        elif missing and len(missing) == len(self.wanted):
+            reason = "every topic is gone (an in-memory broker restarted?)"
+        self.cluster_id = cluster_id or self.cluster_id
+        if missing:
+            log.warning("topics missing: %s; creating them again", ", ".join(missing))
+            await ensure_topics(self.settings, [t[len(self.settings.topic_prefix):] for t in missing], timeout_s=10.0)
+            self.recreated += len(missing)
+        if reason:
+            self.resets += 1
+            self.reset_reason = reason
+            log.warning("the Kafka broker lost its state: %s", reason)
+
+    async def _loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await asyncio.wait_for(self.check(), 15.0)
+                if failing:
+                    log.info("topic keeper: the broker answers again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:   # noqa: BLE001 - the broker away: keep asking, with a fresh client
+                if not failing:
+                    log.warning("topic keeper: cannot list topics (%s); retrying", exc or type(exc).__name__)
+                failing = True
+                await self._close()
+            await asyncio.sleep(self.interval_s)

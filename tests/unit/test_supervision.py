@@ -1,0 +1,92 @@
+"""The watchdog's verdicts on its consumers, and the supervisor's restart books (no I/O)."""
+from pathlib import Path
+
+from llmops.cli.stack import Stack
+from llmops.common.liveness import ConsumerProgress
+from llmops.common.settings import Settings
+from llmops.common.watchdog import EXIT_BROKER_RESET, EXIT_CONSUMER_DEAD, EXIT_CONSUMER_STALLED, Verdict, Watchdog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_retrying_is_not_serving_while_it_lasts_and_serving_again_after():
+    clock = Clock()
+    a, b = ConsumerProgress("a", clock=clock), ConsumerProgress("b", clock=clock)
+    a.joined(), b.joined()
+    dog = Watchdog(lambda: [a, b], stall_s=60)
+    assert dog.check().serving
+    a.retrying("the trace store is away")
+    v = dog.check()
+    assert not v.serving and v.exit_code == 0 and "the trace store is away" in v.reason
+    clock.t += 10
+    a.progressed(5)
+    assert dog.check().serving and dog.states() == {"a": "ok", "b": "ok"}
+
+
+def test_a_dead_consumer_ends_the_process_with_its_own_code():
+    a = ConsumerProgress("ingest")
+    a.joined()
+    a.died("DLQ send failed")
+    v = Watchdog(lambda: [a], stall_s=60).check()
+    assert (v.serving, v.exit_code) == (False, EXIT_CONSUMER_DEAD) and "DLQ send failed" in v.reason
+
+
+def test_work_without_progress_for_the_stall_limit_ends_the_process():
+    clock = Clock()
+    a = ConsumerProgress("lag:judging", clock=clock)
+    a.joined()
+    dog = Watchdog(lambda: [a], stall_s=30)
+    a.in_hand = 50                 # lag behind it, committed offsets not moving
+    clock.t += 29
+    assert dog.check().serving
+    clock.t += 2
+    v = dog.check()
+    assert (v.serving, v.exit_code) == (False, EXIT_CONSUMER_STALLED) and dog.states() == {"lag:judging": "stalled"}
+    idle = ConsumerProgress("idle", clock=clock)    # nothing to do is never a stall
+    idle.joined()
+    clock.t += 1000
+    assert Watchdog(lambda: [idle], stall_s=30).check().serving
+
+
+def test_checks_of_its_own_and_dead_before_retrying():
+    a, b = ConsumerProgress("a"), ConsumerProgress("b")
+    a.retrying("broker away")
+    reset = Verdict(False, EXIT_BROKER_RESET, "the broker lost its state")
+    assert Watchdog(lambda: [a], 60, [lambda: reset]).check().exit_code == EXIT_BROKER_RESET
+    b.died("boom")
+    assert Watchdog(lambda: [a, b], 60, [lambda: None]).check().exit_code == EXIT_CONSUMER_DEAD
+
+
+def test_supervisor_backs_off_doubling_and_gives_up_after_repeated_failures(tmp_path: Path):
+    lines: list[str] = []
+    s = Settings(data_dir=tmp_path, restart_max_failures=4, restart_window_s=60)
+    stack = Stack(s, services=("tracing",), on_progress=lines.append)
+    r = stack.restarts["tracing"]
+    t = r.started_at + 1
+    delays = []
+    for i in range(3):
+        assert stack._exited("service 'tracing'", "tracing", -9, tmp_path / "x.log", t) is None
+        delays.append(r.due_at - t)
+        r.due_at, r.started_at = None, t + delays[-1]
+        t += delays[-1] + 1
+    assert delays == [1.0, 2.0, 4.0] and r.total == 3
+    assert "exited with code -9: restarting it in 1s (restart #1; 1 of 4" in lines[0]
+    report = stack._exited("service 'tracing'", "tracing", 3, tmp_path / "x.log", t)
+    assert report and "exited 4 times within 60s (last exit code 3): giving up" in report
+
+
+def test_a_component_that_ran_for_the_window_starts_its_backoff_again(tmp_path: Path):
+    stack = Stack(Settings(data_dir=tmp_path, restart_max_failures=3, restart_window_s=10), services=("drift",))
+    r = stack.restarts["drift"]
+    t = r.started_at + 1
+    stack._exited("d", "drift", 1, tmp_path / "x.log", t)
+    r.due_at, r.started_at = None, t + 1
+    t += 100                                  # ran long after its restart: a new failure
+    assert stack._exited("d", "drift", 1, tmp_path / "x.log", t) is None
+    assert r.due_at - t == 1.0 and len(r.exits) == 1
