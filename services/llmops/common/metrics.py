@@ -150,6 +150,7 @@ SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["ser
 CONSUMER_STATE = Gauge(
     "llmops_consumer_state", "1 for the state each consumer of the service is in (starting, ok, retrying, dead, stalled)",
     ["service", "consumer", "state"], registry=REGISTRY,
+)
 
 # -- deployments, routes and rollouts ----------------------------------------------------------
 ROUTE_REQUESTS = Counter(
