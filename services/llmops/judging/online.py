@@ -5,10 +5,17 @@ tier (embeddings, safety) on every completion, and the LLM tier in its own consu
 slow judge model lags behind on its own without ever holding up the cheap scores or the request
 path. Scores are sent and acknowledged by the broker before the batch is committed: a crash means
 a redelivery, and a redelivery overwrites the same (trace_id, evaluator, version) scores.
+
+Every span the judging service emits has an id derived from what it is (:func:`derived_span_id`):
+the judge span of an evaluation from (trace id, evaluator, version), its judge-model calls from
+that and their index, a run span from (trace id, run label, its evaluators). A redelivered
+completion judged again gives the same span ids, so the trace store (idempotent on span id) keeps
+one set of judge spans.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -19,7 +26,6 @@ from llmops.common import metrics
 from llmops.common.bus import EventPublisher, OutgoingEvent
 from llmops.common.envelope import Record, UndecodableMessage, traceparent
 from llmops.common.events import read_event
-from llmops.common.spans import new_span_id
 from llmops.common.stream import Rejected
 from llmops.judging.catalog import Catalog, Entry
 from llmops.judging.embedding_tier import EmbeddingCache
@@ -70,11 +76,25 @@ def score_pb(ev: Evaluator, j: Judgement) -> common_pb2.Score:
     return score
 
 
+def derived_span_id(*parts: str) -> str:
+    """A W3C span id (16 hex digits, never all zero) that is a function of ``parts``: the same
+    derived span gets the same id however often it is made."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    for i in range(0, len(digest) - 7, 8):
+        if any(digest[i:i + 8]):
+            return digest[i:i + 8].hex()
+    return "0000000000000001"   # pragma: no cover - a digest of 32 zero bytes
+
+
+def judge_span_id(trace_id: str, ev: Evaluator) -> str:
+    return derived_span_id("judge", trace_id, ev.name, ev.version)
+
+
 def judge_spans(ev: Evaluator, j: Judgement, trace_id: str, parent: str) -> list[events_pb2.SpanEvent]:
     """A span for the evaluation and one child per judge-model call, with token usage."""
     if not j.calls:
         return []
-    root = events_pb2.SpanEvent(trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
+    root = events_pb2.SpanEvent(trace_id=trace_id, span_id=judge_span_id(trace_id, ev), parent_span_id=parent,
                                 name=f"judge {ev.name}", service="judging")
     start = min(c.start_ns for c in j.calls)
     root.start_time.FromNanoseconds(start)
@@ -90,8 +110,9 @@ def judge_spans(ev: Evaluator, j: Judgement, trace_id: str, parent: str) -> list
     root.status = common_pb2.SPAN_STATUS_OK if j.ok else common_pb2.SPAN_STATUS_ERROR
     root.status_message = j.error[:2000]
     out = [root]
-    for c in j.calls:
-        span = events_pb2.SpanEvent(trace_id=trace_id, span_id=new_span_id(), parent_span_id=root.span_id,
+    for i, c in enumerate(j.calls):
+        span = events_pb2.SpanEvent(trace_id=trace_id, span_id=derived_span_id("judge.call", root.span_id, str(i)),
+                                    parent_span_id=root.span_id,
                                     name="judge.call", service="judging")
         span.start_time.FromNanoseconds(c.start_ns or start)
         span.end_time.FromNanoseconds(c.end_ns or start)
@@ -114,8 +135,11 @@ class Outcome:
 def run_span(outcomes: Sequence[Outcome], trace_id: str, parent: str, label: str, start_ns: int,
              end_ns: int) -> events_pb2.SpanEvent:
     """The span of a judge run over one trace, for the evaluations that called no judge model
-    (the cheap and safety tiers): their scores name it, so the trace shows when they were made."""
-    span = events_pb2.SpanEvent(trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
+    (the cheap and safety tiers): their scores name it, so the trace shows when they were made.
+    Its id is derived from the trace, the run's label and its evaluators (name and version)."""
+    members = sorted(f"{o.evaluator.name}@{o.evaluator.version}" for o in outcomes)
+    span_id = derived_span_id("judge.run", trace_id, label, *members)
+    span = events_pb2.SpanEvent(trace_id=trace_id, span_id=span_id, parent_span_id=parent,
                                 name=f"judge {label}", service="judging")
     span.start_time.FromNanoseconds(start_ns)
     span.end_time.FromNanoseconds(max(end_ns, start_ns))
