@@ -175,6 +175,7 @@ class Settings(BaseSettings):
         0.25, ge=0.0, le=1.0, description="Share of completions the online LLM-tier evaluators judge (unless configured)."
     )
     judge_batch_size: int = Field(64, ge=1, description="Completions the cheap tier judges per batch.")
+    embedding_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Bytes of sentence vectors (and their texts) the judging service keeps for reuse, least recently used evicted first; 0: no cache.")
     judge_yield_s: float = Field(
         30.0, ge=0.0, description="Longest a judge call waits for generations of an inference service on the same host and data dir to finish; 0: never waits."
     )

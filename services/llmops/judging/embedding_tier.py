@@ -15,6 +15,7 @@ are not embedded again.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections import OrderedDict
 from typing import Iterable, Sequence
@@ -26,15 +27,37 @@ from llmops.judging.evaluator import Judgement, Sample, clip01
 from llmops.embedding import Embedder
 
 
-class EmbeddingCache:
-    """Normalised sentence vectors by text, embedded in batches; least recently used evicted."""
+def entry_bytes(text: str, vec: np.ndarray) -> int:
+    """What one cached vector holds in memory: its data, its text and their Python objects."""
+    return vec.nbytes + sys.getsizeof(text) + _ENTRY_OVERHEAD
 
-    def __init__(self, embedder: Embedder, max_items: int = 50_000) -> None:
+
+_ENTRY_OVERHEAD = 200   # the ndarray header (~112 bytes) and the OrderedDict node and slot
+
+
+class EmbeddingCache:
+    """Normalised sentence vectors by text, embedded in batches; least recently used evicted
+    first once the vectors and their texts hold more than ``max_bytes`` (``LLMOPS_EMBEDDING_CACHE_BYTES``;
+    0: nothing is kept). A text whose entry alone exceeds the budget is embedded but not kept.
+    Each vector is copied out of the model's batch matrix, so an evicted row frees its memory
+    (a row view would keep the whole batch alive)."""
+
+    def __init__(self, embedder: Embedder, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.embedder = embedder
-        self.max_items = max_items
+        self.max_bytes = max_bytes
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self.embedded = 0       # texts sent to the model (for the benchmark)
+        self.evicted = 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes the cache holds now (never more than ``max_bytes``)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._vecs)
 
     def encode(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(t for t in texts if t))
@@ -46,13 +69,26 @@ class EmbeddingCache:
         if missing:
             vecs = self.embedder.embed(missing)
             with self._lock:
-                for t, v in zip(missing, vecs):
-                    self._vecs[t] = v
+                for t, row in zip(missing, vecs):
+                    v = np.array(row, copy=True)
                     found[t] = v
-                while len(self._vecs) > self.max_items:
-                    self._vecs.popitem(last=False)
+                    self._keep(t, v)
                 self.embedded += len(missing)
         return found
+
+    def _keep(self, text: str, vec: np.ndarray) -> None:
+        size = entry_bytes(text, vec)
+        if size > self.max_bytes:
+            return
+        old = self._vecs.pop(text, None)
+        if old is not None:
+            self._bytes -= entry_bytes(text, old)
+        self._vecs[text] = vec
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            t, v = self._vecs.popitem(last=False)
+            self._bytes -= entry_bytes(t, v)
+            self.evicted += 1
 
     def cached_texts(self) -> list[str]:
         """The texts held, least recently used first."""

@@ -47,7 +47,7 @@ def load_judge(settings: Settings) -> JudgeModel | None:
 async def build(settings: Settings) -> ServiceParts:
     embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.resolved_embedding_model)
     judge = await asyncio.to_thread(load_judge, settings)
-    cache = EmbeddingCache(embedder)
+    cache = EmbeddingCache(embedder, max_bytes=settings.embedding_cache_bytes)
     catalog = build_catalog(cache, judge, load_config(settings.judge_config), settings.judge_llm_sample_rate)
     bus = EventBus(settings)
 
