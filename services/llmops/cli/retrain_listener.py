@@ -279,7 +279,10 @@ class RetrainListener:
                         await self._commit(consumer, tp, m.offset + 1)
                         self.progress.progressed(1)
                     if handled < len(msgs):   # rewind: the next poll brings the rest again
-                        consumer.seek(tp, msgs[handled].offset)
+                        try:
+                            consumer.seek(tp, msgs[handled].offset)
+                        except Exception as exc:   # revoked meanwhile: its new owner reads from the commit
+                            log.info("not rewinding %s[%d]: %s", tp.topic, tp.partition, exc)
                 if held:
                     self.stats.retries += 1
                     self.progress.retrying(held)
