@@ -1,6 +1,6 @@
 """The judging service's embedding cache is bounded in bytes (vectors and their texts), not in
 entries: long texts take their share, least recently used go first, and an evicted vector frees
-its memory."""
+its memory. The stem cache of the claims keeps only words of natural length."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,3 +75,12 @@ def test_the_setting_sizes_the_service_cache(monkeypatch):
     assert Settings().embedding_cache_bytes == 64 * 1024 * 1024
     monkeypatch.setenv("LLMOPS_EMBEDDING_CACHE_BYTES", "1000")
     assert Settings().embedding_cache_bytes == 1000
+
+
+def test_the_stem_cache_keeps_only_short_words():
+    from llmops.judging import claims
+
+    claims._cached_stem.cache_clear()
+    long_word = "x" * 10_000
+    assert claims.stem("running") == "run" and claims.stem(long_word) == long_word
+    assert claims._cached_stem.cache_info().currsize == 1

@@ -61,9 +61,19 @@ def _porter():
     return PorterStemmer()
 
 
+#: words this long or shorter are cached (a natural vocabulary); longer ones (hashes, base64, a run
+#: of CJK characters without spaces) are stemmed each time, so the cache holds at most about
+#: 200,000 x 32 characters (~30 MB) whatever the traffic
+MAX_CACHED_WORD = 32
+
+
 @lru_cache(maxsize=200_000)
-def stem(word: str) -> str:
+def _cached_stem(word: str) -> str:
     return _porter().stem(word)
+
+
+def stem(word: str) -> str:
+    return _cached_stem(word) if len(word) <= MAX_CACHED_WORD else _porter().stem(word)
 
 
 def content_terms(text: str) -> list[tuple[str, str]]:
