@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from llmops.common.batch_handling import BatchHeld, Rejected, handle_batch
 from llmops.common.envelope import Record
 from llmops.common.liveness import OK, RETRYING, ConsumerProgress

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from llmops.cli import demo, deployments, drift, evaluation, generate, ingest, retrain_listener, running, traces
+from llmops.cli import demo, deployments, dlq, drift, evaluation, generate, ingest, retrain_listener, running, traces
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,6 +13,6 @@ def main() -> None:
     """llmops: traced inference, RAG, online judging and drift monitors on Kafka."""
 
 
-for _module in (running, generate, traces, ingest, demo, evaluation, drift, retrain_listener, deployments):
+for _module in (running, generate, traces, ingest, demo, evaluation, drift, retrain_listener, deployments, dlq):
     for _command in _module.COMMANDS:
         main.add_command(_command)

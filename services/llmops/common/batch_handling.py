@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from llmops.common import metrics
 from llmops.common.envelope import Record
@@ -135,7 +136,7 @@ async def handle_batch(
                 result = await consumer.handle(part)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure is either held or narrowed down
                 if is_transient(exc):
                     await hold.wait("handler failed transiently", exc, len(part))
                     continue
@@ -171,7 +172,7 @@ async def _dead_letter(r: Rejected, dlq: DeadLetterSink, hold: _Hold, outcome: B
             await dlq.send(r.record, r.reason, r.error)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a DLQ failure must never end the consumer
             if is_transient(exc):
                 await hold.wait("DLQ send failed transiently", exc, 1)
                 continue

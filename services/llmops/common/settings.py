@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Events the request path may buffer before counting them undelivered."
     )
 
+    consumer_buffer_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="Bytes of consumed records one faust consumer (one consumer group of a service) holds unhandled: half queued ahead of its agent, half in the batch in hand, each counted at LLMOPS_KAFKA_MAX_MESSAGE_BYTES (faust's buffer size and the batch cap derive from it), plus one fetch of at most that size per assigned partition."
+    )
+
     # --- ports ---------------------------------------------------------------------------
     inference_port: int = Field(50051, description="gRPC port of InferenceService.")
     retrieval_port: int = Field(50052, description="gRPC port of RetrievalService.")
