@@ -157,3 +157,28 @@ def test_an_empty_batch_does_nothing():
     store, progress = Store(), ConsumerProgress("t")
     out = run(handle_batch(store, [], FakeDlq(), progress))
     assert store.calls == [] and out.handled == 0 and progress.handled == 0
+
+
+def test_document_ingest_holds_its_batch_while_the_vector_store_is_away_and_stores_it_after():
+    from llmops.common.envelope import encode
+    from llmops.retrieval.ingest import DocumentIngestor
+    from llmops.v1 import events_pb2
+
+    class VectorStoreAway:
+        default_collection = "default"
+
+        def __init__(self):
+            self.down, self.upserted = 2, []
+
+        async def upsert(self, collection, docs, source=""):
+            if self.down:
+                self.down -= 1
+                raise ConnectionRefusedError("vector store unreachable")
+            self.upserted += [d.id for d in docs]
+
+    value, headers = encode(events_pb2.DocumentEvent(id="d1", text="returns are free"))
+    retriever = VectorStoreAway()
+    dlq, progress = FakeDlq(), ConsumerProgress("retrieval")
+    out = run(handle_batch(DocumentIngestor(retriever), [Record("documents", 0, 0, b"d1", value, headers)], dlq,
+                           progress, sleep=no_sleep))
+    assert retriever.upserted == ["d1"] and dlq.sent == [] and out.retries == 2

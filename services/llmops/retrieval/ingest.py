@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from llmops.common.envelope import Record, UndecodableMessage, decode
 from llmops.common.errors import LlmopsError
+from llmops.common.retry import is_transient
 from llmops.common.stream import Rejected
 from llmops.retrieval.retriever import DocumentIn, Retriever, check_collection
 from llmops.v1 import events_pb2
@@ -49,6 +50,8 @@ class DocumentIngestor:
             try:
                 await self.retriever.upsert(collection, docs, source="kafka")
             except Exception as exc:
+                if is_transient(exc):   # the vector store away: hold the batch (retried), never dead-letter it
+                    raise
                 log.exception("indexing %d documents into %s failed", len(docs), collection)
                 rejected += [Rejected(r, f"indexing failed: {exc}", type(exc).__name__) for r, _ in items]
         for collection, items in deletes.items():
@@ -57,5 +60,7 @@ class DocumentIngestor:
             try:
                 await self.retriever.delete(collection, [ev.id for _, ev in items])
             except Exception as exc:
+                if is_transient(exc):
+                    raise
                 rejected += [Rejected(r, f"delete failed: {exc}", type(exc).__name__) for r, _ in items]
         return rejected
