@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
@@ -108,10 +109,19 @@ def _hook_agent_errors(app, progress: ConsumerProgress) -> None:
 
 
 async def _bounded(what: str, aw: Awaitable, timeout_s: float) -> None:
+    t0 = time.monotonic()
     try:
         await asyncio.wait_for(aw, timeout_s)
+        if time.monotonic() - t0 > 0.5:
+            log.info("stopping %s took %.1fs", what, time.monotonic() - t0)
     except asyncio.TimeoutError:
         log.error("stopping %s took longer than its %.1fs share of LLMOPS_SHUTDOWN_GRACE_S: cut short", what, timeout_s)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # a client's own task cancelled inside its close (aiokafka's fetcher with the broker gone)
+        log.warning("stopping %s: a task of its own was cancelled while it closed", what)
     except Exception:
         log.exception("stopping %s failed", what)
 
@@ -144,6 +154,7 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
             w = await run_worker(a, ev)
             workers.append(w)
             parts.progress.append(progress)
+            parts.progress.extend(getattr(a, "llmops_progress", ()))   # each batch agent's own (stream.batch_agent)
             parts.checks.append(faust_crash_check(a, w, progress))
             events.append((ev, progress))
         for ev, progress in events:
