@@ -26,6 +26,7 @@ from llmops.common import metrics
 from llmops.common.bus import EventPublisher, OutgoingEvent
 from llmops.common.envelope import Record, UndecodableMessage, traceparent
 from llmops.common.events import read_event
+from llmops.common.retry import is_transient
 from llmops.common.stream import Rejected
 from llmops.judging.catalog import Catalog, Entry
 from llmops.judging.embedding_tier import EmbeddingCache
@@ -54,8 +55,12 @@ async def prefetch(cache: EmbeddingCache | None, plan: Sequence[tuple[Evaluator,
         await cache.prefetch(texts)
 
 
-async def run_evaluator(ev: Evaluator, samples: Sequence[Sample]) -> list[Judgement]:
-    """The evaluator's judgements; an evaluator that raises gives an error judgement per sample."""
+async def run_evaluator(ev: Evaluator, samples: Sequence[Sample], *, hold_transient: bool = False) -> list[Judgement]:
+    """The evaluator's judgements; an evaluator that raises gives an error judgement per sample.
+
+    ``hold_transient`` (the online path): a failure that may pass (the judge's server away, rate
+    limited, timing out) is raised instead, so that the consumer holds the batch and retries it
+    rather than storing error scores that would never be corrected."""
     if not samples:
         return []
     try:
@@ -64,6 +69,9 @@ async def run_evaluator(ev: Evaluator, samples: Sequence[Sample]) -> list[Judgem
             raise RuntimeError(f"returned {len(out)} judgements for {len(samples)} samples")
         return out
     except Exception as exc:  # an evaluator bug must not stop the stream: it becomes an error score
+        if hold_transient and is_transient(exc):
+            log.warning("evaluator %s: %s; the batch is held and retried", ev.name, exc or type(exc).__name__)
+            raise
         log.exception("evaluator %s failed on a batch of %d", ev.name, len(samples))
         return [Judgement.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
 
@@ -248,7 +256,7 @@ class CompletionJudge:
         await prefetch(self.cache, [(e.evaluator, chosen) for e, chosen in plan])
         outcomes: list[Outcome] = []
         for entry, chosen in plan:
-            for s, j in zip(chosen, await run_evaluator(entry.evaluator, chosen)):
+            for s, j in zip(chosen, await run_evaluator(entry.evaluator, chosen, hold_transient=True)):
                 outcomes.append(Outcome(s, entry.evaluator, j))
         return outcomes
 
