@@ -186,7 +186,8 @@ def test_stationary_traffic_fires_nothing_and_a_shift_fires_one_event_per_cause(
     assert stats.events == 1 and stats.missing == 0
     lines = [json.loads(x) for x in (tmp_path / "out" / "default" / f"{quality_ev.id}.jsonl").read_text().splitlines()]
     assert [x["trace_id"] for x in lines[:len(quality_ev.low_score_trace_ids)]] == list(quality_ev.low_score_trace_ids)
-    assert {x["why"] for x in lines} == {"low_score", "drift_sample"}
+    assert {x["trace_id"] for x in lines} == {*quality_ev.low_score_trace_ids, *quality_ev.trace_ids}
+    assert {x["why"] for x in lines} <= {"low_score", "drift_sample"} and lines[0]["why"] == "low_score"
     first = lines[0]
     assert first["prompt"] in korean and first["answer"] in KOREAN_ANSWERS
     assert first["scores"]["rag.faithfulness.cheap/faithfulness"] < q.window_mean       # the lowest first

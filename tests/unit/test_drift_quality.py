@@ -208,3 +208,21 @@ def test_the_old_absolute_floor_would_have_fired_on_the_stationary_stream(tmp_pa
     assert [run.window(english=True) for _ in range(4)] == [None] * 4             # repeats: cooling
     shifted = [run.window(english=False) for _ in range(4)]
     assert [e and list(e.causes) for e in shifted] == [[f"quality:{FAITH}"], [CAUSE_EMBEDDING], None, None]
+
+
+def test_llmops_drift_events_shows_the_causes_and_the_quality_tests():
+    from rich.console import Console
+
+    from llmops.cli.drift import print_retrain
+
+    rng = np.random.default_rng(4)
+    ref = rows_of(judge_faithfulness(rng, WINDOW), relevancy(rng, WINDOW), 0)
+    low = rows_of(shifted_faithfulness(rng, WINDOW), relevancy(rng, WINDOW), 1000)
+    spec = MonitorSpec("m", quality_scores=(FAITH,))
+    rep = events_pb2.DriftReportEvent(monitor="m", reference_id="ref", quality=quality_tests(spec, ref, low))
+    ev = decide_retrain(spec, rep, low, score_means(low, []), now=10**15, event_id="retrain-m-1")
+    console = Console(record=True, width=300)
+    print_retrain(console, ev)
+    out = console.export_text()
+    assert f"causes: quality:{FAITH}" in out
+    assert f"quality: {FAITH} dropped: window 0.1" in out and "Welch t-test (one-sided)" in out and "d=" in out

@@ -56,11 +56,17 @@ def print_status(console, monitors, windows: int = 5) -> None:
 def print_retrain(console, ev) -> None:
     console.print(f"[bold red]retrain event {ev.id}[/] monitor={ev.monitor} at {_when(ev.created_at)}")
     console.print(f"  reason: {ev.reason}")
+    if ev.causes:
+        console.print(f"  causes: {', '.join(ev.causes)}")
     console.print(f"  window: {_when(ev.window.start)} .. {_when(ev.window.end)} ({ev.window.count} completions), "
                   f"reference {ev.reference_id}")
     for f in ev.evidence:
         stat = f"p={f.p_value:.3g}" if "p_value" in f.method else f"{f.statistic:.3g}"
         console.print(f"  drifted: {f.feature} {stat} (threshold {f.threshold:g}, {f.method})")
+    for q in ev.quality:
+        console.print(f"  quality: {q.score} {'[red]dropped[/]' if q.dropped else 'held'}: window {q.window_mean:.3f} "
+                      f"(n={q.window_n}) vs reference {q.reference_mean:.3f} (n={q.reference_n}), {q.test} "
+                      f"p={q.p_value:.2g} (alpha {q.alpha:.2g}), drop {q.mean_drop:.3f}, d={q.effect_size:.2f}")
     console.print(f"  sample traces: {len(ev.trace_ids)}; low-scored traces (training candidates): "
                   f"{len(ev.low_score_trace_ids)}")
 
