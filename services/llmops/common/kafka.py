@@ -53,6 +53,8 @@ def producer_options(settings: Settings) -> dict:
         "max_batch_size": 256 * 1024,
         "compression_type": None,
         "partitioner": CachedPartitioner(),
+        # the largest message sent; the event bus refuses larger events itself (reason too_large)
+        "max_request_size": settings.kafka_max_message_bytes,
     }
 
 

@@ -30,6 +30,15 @@ EVENTS_UNDELIVERED = Counter(
 PUBLISH_QUEUE_DEPTH = Gauge(
     "llmops_publish_queue_depth", "Events waiting in the request path's publish buffer", registry=REGISTRY
 )
+PUBLISH_BUFFER_BYTES = Gauge(
+    "llmops_publish_buffer_bytes", "Bytes of events the request path holds (buffered or awaiting acknowledgement)",
+    registry=REGISTRY,
+)
+PUBLISH_UNITS = Counter(
+    "llmops_publish_units_total",
+    "Units the request path published (one request's spans and completion), by outcome: delivered, or the "
+    "reason the unit was not (all of it or part of it)", ["outcome"], registry=REGISTRY,
+)
 EVENTS_CONSUMED = Counter(
     "llmops_events_consumed_total", "Events consumed and handled", ["topic", "group"], registry=REGISTRY
 )

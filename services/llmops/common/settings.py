@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     publish_queue_size: int = Field(
         10_000, ge=1, description="Events the request path may buffer before counting them undelivered."
     )
+    publish_buffer_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of events the request path may hold (buffered or awaiting the broker's acknowledgement) before it refuses a request's events as a whole (counted undelivered, reason buffer_full)."
+    )
+    kafka_max_message_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024, description="Largest Kafka message a producer sends (aiokafka's max_request_size). Raise it only with the broker's message.max.bytes and the consumers' fetch sizes; the input limits of Generate (prompt, metadata) scale with it, and an event larger than it is counted undelivered (reason too_large)."
+    )
 
     consumer_buffer_bytes: int = Field(
         128 * 1024 * 1024, ge=1024, description="Bytes of consumed records one faust consumer (one consumer group of a service) holds unhandled: half queued ahead of its agent, half in the batch in hand, each counted at LLMOPS_KAFKA_MAX_MESSAGE_BYTES (faust's buffer size and the batch cap derive from it), plus one fetch of at most that size per assigned partition."
