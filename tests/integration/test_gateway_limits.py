@@ -71,6 +71,10 @@ class ListPublisher:
         self.events.append((topic, message))
         return True
 
+    def publish_unit(self, events):
+        self.events.extend((topic, message) for topic, _, message, _ in events)
+        return True
+
     async def send_many(self, messages):
         raise NotImplementedError
 

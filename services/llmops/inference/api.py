@@ -6,6 +6,7 @@ from llmops.common.server import incoming_trace
 from llmops.backends.protocol import ChatTurn
 from llmops.inference.deployment_admin import DeploymentAdmin
 from llmops.inference.engine import GenerateInput, GenerateResult, InferenceEngine, RetrievalRequest
+from llmops.inference.limits import DEFAULT_LIMITS, InputLimits, check_generate_request
 from llmops.inference.params import validate_parameters
 from llmops.inference.prompts import PromptRegistry, PromptTemplate
 from llmops.v1 import inference_pb2, inference_pb2_grpc
@@ -15,7 +16,8 @@ DEFAULT_ALPHA = 0.5
 
 
 def to_input(req: inference_pb2.GenerateRequest, default_max_new_tokens: int,
-             deadline_s: float | None = None) -> GenerateInput:
+             deadline_s: float | None = None, limits: InputLimits = DEFAULT_LIMITS) -> GenerateInput:
+    check_generate_request(req, limits)   # what the request's events could never carry: refused here
     params = validate_parameters(req.parameters, default_max_new_tokens)
     retrieval = None
     if req.retrieval.enabled:
@@ -60,8 +62,9 @@ CLIENT_DEADLINE_MARGIN_S = 0.02
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, engine: InferenceEngine, prompts: PromptRegistry, default_max_new_tokens: int,
-                 admin: DeploymentAdmin | None = None) -> None:
+                 admin: DeploymentAdmin | None = None, limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.engine = engine
+        self.limits = limits
         self.prompts = prompts
         self.default_max_new_tokens = default_max_new_tokens
         self.admin = admin
@@ -72,13 +75,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return self.admin
 
     async def Generate(self, request, context):
-        res = await self.engine.generate(to_input(request, self.default_max_new_tokens, _remaining(context)))
+        res = await self.engine.generate(to_input(request, self.default_max_new_tokens, _remaining(context),
+                                                  self.limits))
         return to_response(res)
 
     async def GenerateStream(self, request, context):
         index = 0
         async for item in self.engine.generate_stream(to_input(request, self.default_max_new_tokens,
-                                                                _remaining(context))):
+                                                                _remaining(context), self.limits)):
             if isinstance(item, GenerateResult):
                 yield inference_pb2.GenerateStreamResponse(trace_id=item.trace_id, index=index, final=True,
                                                            summary=to_response(item))

@@ -253,6 +253,7 @@ class InferenceEngine:
             plan: Plan | None = None
             last: inference_pb2.Deployment | None = None
             question = ""
+            completion: events_pb2.CompletionEvent | None = None   # published with the spans, as one unit
             try:
                 question, history = self._conversation(req)
                 plan = self.router.plan(route_name, req.session_id, req.user_id)
@@ -286,7 +287,7 @@ class InferenceEngine:
                 metrics.ROUTE_REQUESTS.labels(route_name, d.name, str(d.version), plan.arm, "ok").inc()
                 if served.fallback:
                     metrics.ROUTE_FALLBACKS.labels(route_name).inc()
-                self._publish_completion(req, question, prep, result, root.span_id)
+                completion = self._completion(req, question, prep, result, root.span_id)
                 if plan.shadow is not None:
                     self._start_shadow(plan, req, question, history, contexts, trace_id)
                 yield result
@@ -299,12 +300,12 @@ class InferenceEngine:
                     d = last or plan.candidates[0]
                     metrics.ROUTE_REQUESTS.labels(route_name, d.name, str(d.version), plan.arm, "error").inc()
                     if plan.route.HasField("canary"):   # a rollout counts failed requests per arm
-                        self._publish_failure(req, question, plan, d, exc, rec.trace_id, root.span_id,
-                                              (time.perf_counter() - t0) * 1000)
+                        completion = self._failure(req, question, plan, d, exc, rec.trace_id, root.span_id,
+                                                   (time.perf_counter() - t0) * 1000)
                 raise
             finally:
                 rec.close_open(error)
-                self._publish_spans(rec, root.span_id)
+                self._publish_request(rec, root.span_id, completion)
 
     @staticmethod
     def _deadline(route: inference_pb2.Route, req: GenerateInput, now: float) -> float:
@@ -445,6 +446,7 @@ class InferenceEngine:
         t0 = time.perf_counter()
         label = (plan.route.name, d.name, str(d.version))
         error: BaseException | None = None
+        completion: events_pb2.CompletionEvent | None = None
         with trace_context(trace_id), self.busy():
             root = rec.start("shadow", "", model=plan.route.name, route=plan.route.name, arm=ARM_SHADOW,
                              shadow_of=of_trace, deployment=d.name, deployment_version=d.version)
@@ -465,7 +467,7 @@ class InferenceEngine:
                     route_revision=plan.route.revision, shadow_of=of_trace)
                 rec.end(root, latency_ms=f"{latency_ms:.1f}", prompt_template=prep.template.name,
                         prompt_version=prep.template.version)
-                self._publish_completion(req, question, prep, result, root.span_id)
+                completion = self._completion(req, question, prep, result, root.span_id)
                 metrics.SHADOW_REQUESTS.labels(*label, "ok").inc()
             except asyncio.CancelledError:
                 error = RequestCancelled("the shadow copy was cancelled at shutdown")
@@ -476,7 +478,7 @@ class InferenceEngine:
                 log.warning("route %s: shadow %s@%d failed: %s", plan.route.name, d.name, d.version, exc)
             finally:
                 rec.close_open(error)
-                self._publish_spans(rec, root.span_id)
+                self._publish_request(rec, root.span_id, completion)
 
     async def drain_shadows(self, timeout_s: float = 10.0) -> None:
         """Let running shadow copies finish (at shutdown), cancelling what is left after ``timeout_s``."""
@@ -490,13 +492,18 @@ class InferenceEngine:
             await asyncio.wait(left, timeout=5)
 
     # -- events -------------------------------------------------------------------------------
-    def _publish_spans(self, rec: SpanRecorder, root_span: str) -> None:
+    def _publish_request(self, rec: SpanRecorder, root_span: str,
+                         completion: events_pb2.CompletionEvent | None) -> None:
+        """A request's spans and its completion, as one unit: delivered together, or counted as
+        undelivered together (the bus never waits on Kafka)."""
         tp = traceparent(rec.trace_id, root_span)
-        for s in rec.spans:
-            self.publisher.publish(self.spans_topic, rec.trace_id, s, tp)
+        unit = [(self.spans_topic, rec.trace_id, s, tp) for s in rec.spans]
+        if completion is not None:
+            unit.append((self.completions_topic, completion.trace_id, completion, tp))
+        self.publisher.publish_unit(unit)
 
-    def _publish_completion(self, req: GenerateInput, question: str, prep: _Prepared, res: GenerateResult,
-                            root_span: str) -> None:
+    def _completion(self, req: GenerateInput, question: str, prep: _Prepared, res: GenerateResult,
+                    root_span: str) -> events_pb2.CompletionEvent:
         ev = events_pb2.CompletionEvent(
             trace_id=res.trace_id, model=res.model, prompt=question, contexts=res.contexts, answer=res.text,
             usage=res.usage(), latency_ms=res.latency_ms, prompt_template=prep.template.name, prompt_version=prep.template.version,
@@ -508,10 +515,10 @@ class InferenceEngine:
             shadow_of=res.shadow_of,
         )
         ev.timestamp.GetCurrentTime()
-        self.publisher.publish(self.completions_topic, res.trace_id, ev, traceparent(res.trace_id, root_span))
+        return ev
 
-    def _publish_failure(self, req: GenerateInput, question: str, plan: Plan, d: inference_pb2.Deployment,
-                         exc: BaseException, trace_id: str, root_span: str, latency_ms: float) -> None:
+    def _failure(self, req: GenerateInput, question: str, plan: Plan, d: inference_pb2.Deployment,
+                 exc: BaseException, trace_id: str, root_span: str, latency_ms: float) -> events_pb2.CompletionEvent:
         """A failed request of a route under a rollout, as a completion with ``error`` and no answer:
         the rollout monitor counts it against its arm; judges and drift windows leave it out."""
         ev = events_pb2.CompletionEvent(
@@ -520,7 +527,7 @@ class InferenceEngine:
             route=plan.route.name, route_revision=plan.route.revision, deployment=d.name,
             deployment_version=d.version, arm=plan.arm, error=f"{type(exc).__name__}: {exc}"[:1000])
         ev.timestamp.GetCurrentTime()
-        self.publisher.publish(self.completions_topic, trace_id, ev, traceparent(trace_id, root_span))
+        return ev
 
 
 def _render_and_count(backend: ModelBackend, turns: list[ChatTurn]):

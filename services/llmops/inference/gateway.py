@@ -26,6 +26,7 @@ from llmops.common.errors import LlmopsError, NotFound
 from llmops.common.spans import new_trace_id
 from llmops.inference import openai_shapes as shapes
 from llmops.inference.engine import GenerateResult, InferenceEngine
+from llmops.inference.limits import DEFAULT_LIMITS, InputLimits
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class OpenAIGateway:
     """The handlers; :meth:`app` builds the aiohttp application that an ``HttpDoor`` serves."""
 
     def __init__(self, engine: InferenceEngine, default_max_new_tokens: int, max_body_bytes: int,
-                 max_concurrent: int) -> None:
+                 max_concurrent: int, limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.engine = engine
+        self.limits = limits   # what a request's events can carry (as Generate's)
         self.default_max_new_tokens = default_max_new_tokens
         self.max_body_bytes = max_body_bytes
         self.max_concurrent = max_concurrent
@@ -90,11 +92,12 @@ class OpenAIGateway:
 
     # -- routes ----------------------------------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate(request, shapes.parse_chat(await self._json(request), self.default_max_new_tokens))
+        return await self._generate(request, shapes.parse_chat(await self._json(request), self.default_max_new_tokens,
+                                                               self.limits))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, shapes.parse_completion(await self._json(request),
-                                                                     self.default_max_new_tokens))
+                                                                     self.default_max_new_tokens, self.limits))
 
     async def list_models(self, request: web.Request) -> web.Response:
         router = self.engine.router

@@ -23,6 +23,7 @@ from llmops.inference.config_store import DeploymentStore
 from llmops.inference.deployment_admin import DeploymentAdmin
 from llmops.inference.engine import InferenceEngine
 from llmops.inference.gateway import OpenAIGateway
+from llmops.inference.limits import InputLimits
 from llmops.inference.prompts import PromptRegistry
 from llmops.inference.retrieval_client import GrpcRetrievalClient
 from llmops.inference.rollout_decisions import GROUP, RolloutDecisions
@@ -83,12 +84,13 @@ async def build(settings: Settings) -> ServiceParts:
     busy = BusySignal(settings.busy_signal_path)
     engine = InferenceEngine(router, prompts, retrieval, bus, settings.topic_prefix, busy=busy.busy,
                              prices=settings.price_table, max_shadows=settings.shadow_max_concurrent)
-    servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens, admin)
+    limits = InputLimits.for_message_bytes(settings.kafka_max_message_bytes)   # what one event can carry
+    servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens, admin, limits)
     gateway = None
     if settings.inference_http_port:
         gateway = HttpDoor("inference OpenAI-compatible gateway",
                            OpenAIGateway(engine, settings.default_max_new_tokens, settings.inference_http_max_body_bytes,
-                                         settings.inference_http_max_concurrent).app(),
+                                         settings.inference_http_max_concurrent, limits).app(),
                            settings.host, settings.inference_http_port)
     ready = asyncio.Event()
     joining: list[asyncio.Task] = []

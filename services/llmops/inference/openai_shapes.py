@@ -27,16 +27,18 @@ from google.protobuf.json_format import MessageToDict
 from llmops.backends.protocol import ChatTurn, GenerationParams, TokenOut
 from llmops.common.errors import InvalidArgument
 from llmops.inference.engine import GenerateInput, GenerateResult, RetrievalRequest
+from llmops.inference.limits import (DEFAULT_LIMITS, InputLimits, check_id, check_metadata, check_text,
+                                     utf8_len)
 
-# --- limits (the README lists them) ------------------------------------------------------------
-MAX_MESSAGES = 256
+# --- limits (the README lists them; those the events carry are llmops.inference.limits', as on gRPC) --
+MAX_MESSAGES = DEFAULT_LIMITS.max_messages
 MAX_STOP_SEQUENCES = 4          # OpenAI's and TGI's limit
 MAX_TOP_LOGPROBS = 20           # chat `top_logprobs`
 MAX_COMPLETION_LOGPROBS = 5     # completions `logprobs`
-MAX_METADATA_ENTRIES = 64
-MAX_METADATA_KEY_CHARS = 128
-MAX_METADATA_VALUE_CHARS = 4096
-MAX_ID_CHARS = 256              # session_id, user_id, prompt_template
+MAX_METADATA_ENTRIES = DEFAULT_LIMITS.max_metadata_entries
+MAX_METADATA_KEY_CHARS = DEFAULT_LIMITS.max_metadata_key_chars
+MAX_METADATA_VALUE_CHARS = DEFAULT_LIMITS.max_metadata_value_chars
+MAX_ID_CHARS = DEFAULT_LIMITS.max_id_chars   # session_id, user_id, prompt_template, model
 DEFAULT_RAG_TOP_K = 3
 DEFAULT_ALPHA = 0.5
 
@@ -233,7 +235,7 @@ def _stream_flags(body: dict) -> tuple[bool, bool]:
     return stream, _bool(opts, "include_usage", where="stream_options.")
 
 
-def _platform_options(body: dict, inp: GenerateInput) -> None:
+def _platform_options(body: dict, inp: GenerateInput, limits: InputLimits = DEFAULT_LIMITS) -> None:
     """The ``llmops`` object, OpenAI's ``user`` / ``safety_identifier`` and ``metadata``."""
     opts = body.get("llmops")
     if _missing(opts):
@@ -255,6 +257,7 @@ def _platform_options(body: dict, inp: GenerateInput) -> None:
     if len(metadata) > MAX_METADATA_ENTRIES:
         raise OpenAIRequestError(f"`metadata` and `llmops.metadata` hold {len(metadata)} entries together; "
                                  f"at most {MAX_METADATA_ENTRIES}", "llmops.metadata")
+    check_metadata(metadata, limits, "llmops.metadata" if opts.get("metadata") else "metadata", dotted=True)
     inp.metadata = metadata
     inp.template_name = _str(opts, "prompt_template", where="llmops.")
     inp.template_version = _int(opts, "prompt_version", 1, where="llmops.")
@@ -333,7 +336,7 @@ def _messages(body: dict) -> list[ChatTurn]:
     return out
 
 
-def parse_chat(body: dict, default_max_new_tokens: int) -> OpenAICall:
+def parse_chat(body: dict, default_max_new_tokens: int, limits: InputLimits = DEFAULT_LIMITS) -> OpenAICall:
     _check_known(body, CHAT_FIELDS)
     for name in ("tools", "functions"):
         _refuse_if_set(body, name, "tool and function calling are not available", (None, []))
@@ -361,14 +364,16 @@ def parse_chat(body: dict, default_max_new_tokens: int) -> OpenAICall:
         raise OpenAIRequestError("`max_tokens` and `max_completion_tokens` differ; send one of them",
                                  "max_completion_tokens")
     stop = _stop(body)
-    inp = GenerateInput(messages=_messages(body), model=_model(body),
+    messages = _messages(body)
+    check_text("messages", sum(utf8_len(m.content) for m in messages), limits)
+    inp = GenerateInput(messages=messages, model=_model(body),
                         params=_params(body, max_completion or max_tokens, default_max_new_tokens, stop,
                                        top or 0, logprobs))
-    _platform_options(body, inp)
+    _platform_options(body, inp, limits)
     return OpenAICall("chat", inp, stream, include_usage, logprobs, top or 0, stop=stop)
 
 
-def parse_completion(body: dict, default_max_new_tokens: int) -> OpenAICall:
+def parse_completion(body: dict, default_max_new_tokens: int, limits: InputLimits = DEFAULT_LIMITS) -> OpenAICall:
     _check_known(body, COMPLETION_FIELDS)
     prompt = body.get("prompt")
     if isinstance(prompt, list):
@@ -382,6 +387,7 @@ def parse_completion(body: dict, default_max_new_tokens: int) -> OpenAICall:
         raise OpenAIRequestError("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
     if not isinstance(prompt, str):
         raise OpenAIRequestError(f"`prompt` must be a string, got {_kind(prompt)}", "prompt")
+    check_text("prompt", utf8_len(prompt), limits)
     if body.get("suffix"):
         raise OpenAIRequestError("`suffix` (insertion) is not supported by this server", "suffix")
     best_of = _int(body, "best_of", 1)
@@ -397,7 +403,7 @@ def parse_completion(body: dict, default_max_new_tokens: int) -> OpenAICall:
     inp = GenerateInput(prompt=prompt, model=_model(body),
                         params=_params(body, _int(body, "max_tokens", 1), default_max_new_tokens, stop,
                                        logprobs or 0, logprobs is not None))
-    _platform_options(body, inp)
+    _platform_options(body, inp, limits)
     return OpenAICall("completion", inp, stream, include_usage, logprobs is not None, logprobs or 0, echo, stop)
 
 
@@ -407,6 +413,7 @@ def _model(body: dict) -> str:
         return ""       # the default model, as vLLM does
     if not isinstance(v, str):
         raise OpenAIRequestError(f"`model` must be a string, got {_kind(v)}", "model")
+    check_id("model", v, DEFAULT_LIMITS)
     return v
 
 
