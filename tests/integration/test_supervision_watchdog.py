@@ -106,3 +106,29 @@ def test_a_faust_agent_that_raises_makes_its_service_exit(tmp_path, kafka):
 
 async def _is(target: str, state: str) -> bool:
     return await health_status(target, 1.0) == state
+
+
+def test_a_group_whose_committed_offsets_stand_still_behind_lag_is_stuck(tmp_path, kafka):
+    """Seen from outside the consumer: the lag monitor's committed-offset view (whatever the consumer
+    reports, or when it reports nothing) ends a service whose group has lag and commits nothing."""
+    from llmops.common.bus import EventBus
+    from llmops.common.lag import LagMonitor
+    from llmops.common.topics import ensure_topics
+
+    s = make_settings(tmp_path, kafka, consumer_stall_s=3.0)
+    topic = s.topic("feedback")
+    asyncio.run(ensure_topics(s))
+    produce(kafka, topic, [(b"k%d" % i, b"v", []) for i in range(5)])   # a group that never commits them
+
+    async def build(settings) -> ServiceParts:
+        lag = LagMonitor(settings, {f"{settings.topic_prefix}nobody-reads": [topic]}, interval_s=0.5)
+        return streaming_parts(settings, EventBus(settings), [], lambda srv: None, [], companions=[lag])
+
+    async def main() -> tuple[int, float]:
+        svc = asyncio.create_task(run_service("retrieval", s, build))
+        await until(lambda: _is(s.grpc_target("retrieval"), "SERVING"), 30, "SERVING")
+        t = time.monotonic()
+        return await asyncio.wait_for(svc, 30), time.monotonic() - t
+
+    code, took = asyncio.run(main())
+    assert code == EXIT_CONSUMER_STALLED and took < 15

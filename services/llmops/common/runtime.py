@@ -8,7 +8,8 @@ the service NOT_SERVING while it lasts; one that is dead or stuck (work and no p
 ``LLMOPS_CONSUMER_STALL_S``) makes it NOT_SERVING and the process exit non-zero (codes in
 :mod:`llmops.common.watchdog`), so that its supervisor restarts it. A :class:`TopicKeeper` keeps
 the topics while the service runs (an in-memory broker that restarted lost them); a service whose
-consumers cannot rejoin a reset broker in place (faust) exits so that it is restarted clean.
+consumers cannot rejoin a reset broker in place (faust tables: their changelogs are gone) exits so
+that it is restarted clean.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class ServiceParts:
     progress: list[ConsumerProgress] = field(default_factory=list)
     #: checks of their own (a crashed faust app): a Verdict when something is wrong
     checks: list[Check] = field(default_factory=list)
-    #: False when a consumer cannot rejoin a broker that lost its state (faust): the process exits
+    #: False when a consumer cannot rejoin a broker that lost its state (a faust table): the process exits
     rejoins_after_broker_reset: bool = True
     #: loop time by which ``stop`` must have finished (set by the runtime before it calls stop)
     stop_deadline: float = 0.0
@@ -176,7 +177,11 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
         await _bounded("the event bus", bus.stop(timeout_s=max(0.1, left / 2 - 0.2)), left)
         close()
 
-    parts = ServiceParts(register, service_names, start, stop, ready, rejoins_after_broker_reset=not apps)
+    # a stateless faust app rejoins a reset broker in place (measured: its group re-joined and it read the
+    # re-created topics from their start within 5 s); a table's changelog is gone with the broker, so a
+    # service with tables exits to rebuild them from scratch
+    parts = ServiceParts(register, service_names, start, stop, ready,
+                         rejoins_after_broker_reset=not any(len(a.tables) for a in apps))
     return parts
 
 
@@ -246,7 +251,7 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
 
     def broker_reset() -> Verdict | None:
         if keeper.resets and not parts.rejoins_after_broker_reset:
-            return Verdict(False, EXIT_BROKER_RESET, f"{keeper.reset_reason}; its faust consumers cannot rejoin in place")
+            return Verdict(False, EXIT_BROKER_RESET, f"{keeper.reset_reason}; its faust tables cannot be kept in place")
         return None
 
     watchdog = Watchdog(lambda: parts.progress, settings.consumer_stall_s, [broker_reset, lambda: _any(parts.checks)])
