@@ -181,3 +181,43 @@ def test_stop_with_the_broker_gone_returns_within_its_budget_and_counts_everythi
     assert len(summary) == 1, summary
     assert "53 of the 53 events held at stop not delivered (13 never handed to the producer, 40 unacknowledged)" \
         in summary[0]
+
+
+def test_an_otlp_span_too_large_for_a_kafka_message_is_rejected_and_the_rest_of_the_export_stored(kafka, tmp_path):
+    """Before, send_many failed with the producer's error, the export got UNAVAILABLE and the
+    exporter retried it for ever; now that span is rejected (partial success) and the rest sent."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2 as otlp_common
+    from opentelemetry.proto.trace.v1 import trace_pb2 as otlp_trace
+
+    from llmops.tracing.otlp.assembler import CompletionAssembler
+    from llmops.tracing.otlp.receiver import OtlpReceiver
+
+    s = make_settings(tmp_path, kafka, kafka_max_message_bytes=16 * 1024)
+    trace = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+
+    def otlp_span(n: int, value: str) -> otlp_trace.Span:
+        return otlp_trace.Span(trace_id=trace, span_id=n.to_bytes(8, "big"), name=f"op{n}",
+                               start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_000_100_000_000,
+                               attributes=[otlp_common.KeyValue(key="v", value=otlp_common.AnyValue(string_value=value))])
+
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name", value=otlp_common.AnyValue(string_value="app"))
+    rs.scope_spans.add().spans.extend([otlp_span(1, "small"), otlp_span(2, "x" * 30_000), otlp_span(3, "small")])
+
+    async def run():
+        await ensure_topics(s)
+        bus = EventBus(s)
+        await bus.start()
+        try:
+            return await OtlpReceiver(bus, s.topic_prefix, CompletionAssembler()).export(req, "grpc")
+        finally:
+            await bus.stop()
+
+    result = asyncio.run(run())
+    assert (result.accepted, result.rejected) == (2, 1)
+    assert "LLMOPS_KAFKA_MAX_MESSAGE_BYTES is 16384" in result.message
+    names = {events_pb2.SpanEvent.FromString(m.value).name
+             for m in consume_until(kafka, s.topic("spans"), lambda out: len(out) >= 2, what="2 spans")}
+    assert names == {"op1", "op3"}

@@ -56,6 +56,16 @@ BUS_NOT_STARTED, BUFFER_FULL, TOO_LARGE, SEND_FAILED, DELIVERY_FAILED, CANCELLED
     "bus_not_started", "buffer_full", "too_large", "send_failed", "delivery_failed", "cancelled", "shutdown")
 
 
+class EventTooLarge(MessageSizeTooLargeError):
+    """Events of a ``send_many`` larger than the producer sends: none of the batch was sent.
+    ``indexes`` are their positions in it, so a caller can refuse those and send the rest; as
+    aiokafka's own error, it is deterministic (not retriable)."""
+
+    def __init__(self, message: str, indexes: list[int]) -> None:
+        super().__init__(message)
+        self.indexes = indexes
+
+
 class EventPublisher(Protocol):
     """The port every service publishes through; :class:`EventBus` is its Kafka adapter."""
 
@@ -420,13 +430,18 @@ class EventBus:
         metrics.PUBLISH_BUFFER_BYTES.set(self._held_bytes)
 
     # -- consumer path ---------------------------------------------------------------------------
-    def _checked(self, topic: str, key: str, message: Message, traceparent: str) -> tuple[bytes | None, bytes, list]:
+    def _encoded(self, topic: str, key: str, message: Message, traceparent: str) -> tuple[bytes | None, bytes, list, int]:
         value, headers = encode(message, traceparent)
         k = key.encode() if key else None
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(k, value, headers)
+        return k, value, headers, DefaultRecordBatchBuilder.estimate_size_in_bytes(k, value, headers)
+
+    def _too_large(self, what: str, size: int) -> str:
+        return f"{what} is {size} bytes; LLMOPS_KAFKA_MAX_MESSAGE_BYTES is {self.max_message_bytes}"
+
+    def _checked(self, topic: str, key: str, message: Message, traceparent: str) -> tuple[bytes | None, bytes, list]:
+        k, value, headers, size = self._encoded(topic, key, message, traceparent)
         if size > self.max_message_bytes:   # deterministic: retrying cannot help (not retriable)
-            raise MessageSizeTooLargeError(f"a {type(message).__name__} for {topic} (key {key[:64]!r}) is {size} "
-                                           f"bytes; LLMOPS_KAFKA_MAX_MESSAGE_BYTES is {self.max_message_bytes}")
+            raise EventTooLarge(self._too_large(f"a {type(message).__name__} for {topic} (key {key[:64]!r})", size), [0])
         return k, value, headers
 
     async def send(self, topic: str, key: str, message: Message, traceparent: str = "") -> None:
@@ -439,8 +454,17 @@ class EventBus:
     async def send_many(self, messages: list[OutgoingEvent]) -> None:
         """Send (topic, key, message, traceparent) items in one batch and wait until the broker
         has acknowledged all of them; raises if any could not be delivered. One too large for the
-        producer raises (``MessageSizeTooLargeError``) before any of them is sent."""
-        checked = [(topic, *self._checked(topic, key, message, tp)) for topic, key, message, tp in messages]
+        producer raises :class:`EventTooLarge` (naming all such) before any of them is sent."""
+        checked, big = [], []
+        for n, (topic, key, message, tp) in enumerate(messages):
+            k, value, headers, size = self._encoded(topic, key, message, tp)
+            checked.append((topic, k, value, headers))
+            if size > self.max_message_bytes:
+                big.append((n, f"a {type(message).__name__} for {topic} (key {key[:64]!r})", size))
+        if big:
+            first = big[0]
+            raise EventTooLarge(self._too_large(first[1], first[2]) + (f" (and {len(big) - 1} more)" if len(big) > 1
+                                                                       else ""), [n for n, *_ in big])
         futures = []
         for topic, k, value, headers in checked:
             futures.append(await self._producer.send(topic, value, key=k, headers=headers))

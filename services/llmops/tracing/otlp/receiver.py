@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from llmops.common import metrics
-from llmops.common.bus import EventPublisher, OutgoingEvent
+from llmops.common.bus import EventPublisher, EventTooLarge, OutgoingEvent
 from llmops.common.envelope import traceparent
 from llmops.common.errors import ResourceExhausted, Unavailable
 from llmops.tracing.otlp.assembler import CompletionAssembler
@@ -93,7 +93,20 @@ class OtlpReceiver:
         out += [self._completion(c) for c in ready]
         try:
             if out:
-                await self.publisher.send_many(out)
+                try:
+                    await self.publisher.send_many(out)
+                except EventTooLarge as exc:   # deterministic: those are refused, the rest is sent
+                    big = set(exc.indexes)
+                    n_spans = len(mapped)
+                    rejected += sum(1 for i in big if i < n_spans)
+                    if len(reasons) < MAX_REASONS:
+                        reasons.append(str(exc))
+                    self._too_large([c for j, c in enumerate(ready) if n_spans + j in big])
+                    mapped = [s for i, s in enumerate(mapped) if i not in big]
+                    ready = [c for j, c in enumerate(ready) if n_spans + j not in big]
+                    out = [o for i, o in enumerate(out) if i not in big]
+                    if out:
+                        await self.publisher.send_many(out)
         except Exception as exc:  # the broker did not take them: the exporter retries this request
             self._unsent.extend(ready)   # the assembler has let them go; the sweeper re-sends them
             metrics.OTLP_REQUESTS.labels(transport, "unavailable").inc()
@@ -113,6 +126,13 @@ class OtlpReceiver:
     def _completion(self, c: events_pb2.CompletionEvent) -> OutgoingEvent:
         return (self.completions_topic, c.trace_id, c, traceparent(c.trace_id, c.root_span_id))
 
+    def _too_large(self, completions: list[events_pb2.CompletionEvent]) -> None:
+        """Completions no Kafka message can carry: counted undelivered (too_large), never retried."""
+        if completions:
+            metrics.EVENTS_UNDELIVERED.labels(self.completions_topic, "too_large").inc(len(completions))
+            log.error("%d OTLP completions larger than LLMOPS_KAFKA_MAX_MESSAGE_BYTES not published (e.g. trace %s)",
+                      len(completions), completions[0].trace_id)
+
     def _count(self, completions: list[events_pb2.CompletionEvent]) -> None:
         for c in completions:
             metrics.OTLP_COMPLETIONS.labels(c.metadata.get("convention", "")).inc()
@@ -124,7 +144,13 @@ class OtlpReceiver:
         if not batch:
             return True
         try:
-            await self.publisher.send_many([self._completion(c) for c in batch])
+            try:
+                await self.publisher.send_many([self._completion(c) for c in batch])
+            except EventTooLarge as exc:   # those can never be sent: counted, the rest sent now
+                self._too_large([batch[i] for i in exc.indexes])
+                batch = [c for i, c in enumerate(batch) if i not in set(exc.indexes)]
+                if batch:
+                    await self.publisher.send_many([self._completion(c) for c in batch])
         except Exception as exc:  # transient: kept and sent again on the next sweep
             self._unsent = batch
             log.warning("%d OTLP completions not handed to Kafka yet (%s); retrying", len(batch), exc)
