@@ -48,6 +48,11 @@ def is_transient(exc: BaseException) -> bool:
     if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
+        # PostgreSQL's SQLSTATE: connection (08), resources (53), operator intervention such as a
+        # restart (57), serialization failure, deadlock, lock wait over lock_timeout
+        code = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+        if code[:2] in ("08", "53", "57") or code in ("40001", "40P01", "55P03"):
+            return True
         text = str(exc.orig if exc.orig is not None else exc).lower()
         return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and (
             any(t in text for t in _TRANSIENT_DB_TEXT) or isinstance(exc, sa_exc.InterfaceError))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import asyncio
 
+from llmops.common.batch_worker import KafkaBatchWorker
 from llmops.common.bus import DeadLetterQueue, EventBus
 from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings, key_value_pairs
-from llmops.common.batch_worker import KafkaBatchWorker
 from llmops.common.stream import batch_agent, make_app
 from llmops.tracing.api import TracingServicer
 from llmops.tracing.ingest import TraceIngestor
@@ -26,9 +26,10 @@ async def build(settings: Settings) -> ServiceParts:
     group = f"{settings.topic_prefix}tracing"
     ingestor = TraceIngestor(store, settings.topic_prefix)
     # the trace store's sink is the platform's highest-volume consumer: a raw batch consumer
-    # (faust's per-event cost was its limit), committing after each stored batch
+    # (faust's per-event cost was its limit) that fetches while it writes, writes up to 8,000
+    # records per transaction and commits the offsets of each batch once it is stored
     ingest = KafkaBatchWorker(settings, group, ingestor.topics, ingestor, lambda: DeadLetterQueue(bus, group),
-                              name="ingest_traces", max_batch=2000, within_ms=50)
+                              name="ingest_traces", max_batch=2000, within_ms=50, max_write=8000, queued=8)
     servicer = TracingServicer(Traces(store, bus, settings.topic_prefix))
     receiver = OtlpReceiver(bus, settings.topic_prefix, CompletionAssembler(
         wait_s=settings.otlp_context_wait_s, max_traces=settings.otlp_max_pending_traces),
