@@ -186,6 +186,10 @@ class MemoryStore:
         self.rows += items
         return [(o, "new" if o.has_completion else "orphan") for o in items]
 
+    def add_rows(self, monitor, rows):
+        """A monitor's rows: every trace id is new to it here."""
+        return {tid for tid, _pos, _ts in rows}
+
 
 class MemoryDlq:
     def __init__(self) -> None:

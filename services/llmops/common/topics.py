@@ -21,6 +21,7 @@ TOPICS: dict[str, tuple[str, str, str]] = {
     "documents": ("document id", "DocumentEvent", "documents to index (any producer)"),
     "drift": ("monitor", "DriftReportEvent", "one report per drift window"),
     "retrain": ("monitor", "RetrainEvent", "retraining signals with evidence"),
+    "drift-observations": ("monitor", "JSON (internal)", "joined observations repartitioned by drift monitor"),
     "dlq": ("original key", "original bytes", "what a consumer could not decode or handle"),
     "deployments": ("route", "DeploymentEvent", "rollout decisions (rollback, promote) with their evidence"),
     "config": ("route/deployment/prompt key", "ConfigRecord", "current routes, deployments and prompt labels (compacted)"),

@@ -29,7 +29,7 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
         return st
 
     async def GetStatus(self, request, context):
-        monitors = self.engine.monitors_for(request.monitor)
+        monitors = await self.engine.status_of(request.monitor)
         return drift_pb2.GetStatusResponse(monitors=[self._status(m) for m in monitors])
 
     async def SetReference(self, request, context):

@@ -1,6 +1,25 @@
 """The drift service's stream side: the late join of scores and feedback to their completion in a
 faust table, and the monitors that judge windows of joined completions.
 
+Two stages, so that monitors spread over the workers of one consumer group:
+
+1. **The join**, keyed by trace id (the source topics' key). Closing an entry stores its
+   observation and hands it to each monitor whose scope it matches: with ``observations_topic``
+   set (the service), as a message on ``<prefix>drift-observations`` keyed by monitor; without
+   (tests, benchmarks), straight to the monitors here. A score that comes after its completion's
+   close lands on the same trace id partition, merges into the stored row, and goes out keyed by
+   the same monitors: it follows its completion to the monitor's partition.
+2. **The monitors**, keyed by monitor. A worker owns the monitors of the partitions it was
+   assigned (:meth:`DriftEngine.assign`, :meth:`DriftEngine.revoke`) and loads their state from the
+   store when it gets them. Each observation a monitor takes gets the next position and is kept as
+   a monitor row (once per trace id: a redelivery is not taken twice); a window is the next
+   ``window_size`` positions, so a restart or a new owner cuts the same windows, and window,
+   reference and retrain-event ids are derived from the window's monitor and trace ids.
+
+A judged window is saved with its monitor's state in one transaction, then published (the
+outbox): a crash before the publish publishes it after the restart, a crash after it publishes
+it once more with the same id, which the store and the retrain listener keep once.
+
 Completions, scores and feedback are keyed by trace id on co-partitioned topics. Each event
 updates the trace's entry in the join table (a faust ``Table`` whose changelog survives a
 restart; the entry and its merge are in :mod:`llmops.drift.join`). An entry closes when its
@@ -17,6 +36,8 @@ arrives, which compares a route's canary with its primary on the judge's scores.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import json
 import logging
 from typing import Callable
@@ -33,7 +54,7 @@ from llmops.drift.features import Observation
 from llmops.common.times import now_us
 from llmops.drift.join import JoinEntry, merge, new_entry, observation
 from llmops.drift.monitor import Monitor, Reference, WindowOutcome, new_id
-from llmops.drift.monitor_config import MonitorSpec
+from llmops.drift.monitor_config import MonitorSpec, Scope
 from llmops.drift.rollout_monitor import RolloutMonitor, UnknownRollout
 from llmops.drift.store import DriftStore
 from llmops.v1 import drift_pb2, events_pb2
@@ -49,6 +70,41 @@ class UnknownMonitor(NotFound):
     pass
 
 
+def monitor_partition(monitor: str, partitions: int) -> int:
+    """The partition of ``drift-observations`` a monitor's key lands on (the producer's default
+    partitioner: murmur2 of the key, as Kafka's Java client)."""
+    from aiokafka.partitioner import murmur2
+    return (murmur2(monitor.encode()) & 0x7FFFFFFF) % partitions
+
+
+def takes_scores_of(scope: Scope, o: Observation) -> bool:
+    """Whether a monitor of ``scope`` gets ``o``: a completion in its scope, or scores with no
+    completion that its scope can place (a score alone carries no completion metadata)."""
+    if o.has_completion:
+        return scope.matches(o)
+    return not scope.metadata and scope.matches(o)
+
+
+def observation_message(monitor: str, o: Observation, arrived: dict[str, float]) -> bytes:
+    """A closed observation for ``monitor`` (its stored row, embedding included, and the scores
+    this close added), as JSON on ``drift-observations``."""
+    d = {f.name: getattr(o, f.name) for f in dataclasses.fields(Observation) if f.name != "embedding"}
+    if o.embedding is not None:
+        d["embedding"] = base64.b64encode(np.asarray(o.embedding, dtype=np.float32).tobytes()).decode()
+    return json.dumps({"monitor": monitor, "observation": d, "arrived": arrived}).encode()
+
+
+def read_observation_message(value: bytes) -> tuple[str, Observation | None, dict]:
+    """(monitor, observation, arrived scores), or (monitor, None, command) for a control message."""
+    d = json.loads(value)
+    if "command" in d:
+        return d["monitor"], None, d["command"]
+    o = dict(d["observation"])
+    emb = o.pop("embedding", None)
+    obs = Observation(**o, embedding=np.frombuffer(base64.b64decode(emb), dtype=np.float32).copy() if emb else None)
+    return d["monitor"], obs, dict(d.get("arrived") or {})
+
+
 class BadReference(InvalidArgument):
     pass
 
@@ -57,8 +113,18 @@ class DriftEngine:
     def __init__(self, specs: list[MonitorSpec], store: DriftStore, embed: Callable[[list[str]], np.ndarray],
                  sender: EventPublisher, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
                  sweep_interval_s: float = 0.5, dlq=None, retention_days: float = 30.0,
-                 rollouts: RolloutMonitor | None = None) -> None:
+                 rollouts: RolloutMonitor | None = None, observations_topic: str = "",
+                 observation_partitions: int = 1) -> None:
+        self.specs = {s.name: s for s in specs}
+        self.reports_dir = reports_dir
         self.monitors = {s.name: Monitor(s, reports_dir) for s in specs}
+        # stage 2: with observations_topic the monitors come and go with the partitions this
+        # worker is assigned; without it, this engine owns every monitor
+        self.observations_topic = observations_topic
+        self.observation_partitions = max(1, observation_partitions)
+        self.owned: set[str] = set() if observations_topic else set(self.monitors)
+        self._unpublished: set[str] = set()   # monitors that may have saved windows not yet published
+        self._judging: set[str] = set()       # monitors with a window being evaluated
         self.store = store
         self.embed = embed
         self.sender = sender
@@ -74,6 +140,7 @@ class DriftEngine:
             f"{topic_prefix}scores": events_pb2.ScoreEvent,
             f"{topic_prefix}feedback": events_pb2.FeedbackEvent,
         }
+        self.join_topics = list(self.kinds)
         self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper
         self.monitor_lock = asyncio.Lock()   # monitor state: the sweeper and SetReference
         self.rollouts = rollouts             # canary rollouts: fed every event before the join
@@ -81,7 +148,10 @@ class DriftEngine:
 
     @property
     def topics(self) -> list[str]:
-        return list(self.kinds)
+        return self.join_topics + ([self.observations_topic] if self.observations_topic else [])
+
+    def partition_of(self, monitor: str) -> int:
+        return monitor_partition(monitor, self.observation_partitions)
 
     # -- the agent: events into the join table --------------------------------------------------
     async def handle(self, records: list[Record]) -> list[Rejected]:
@@ -89,6 +159,11 @@ class DriftEngine:
         each event into its trace's join entry. A failed request's completion (``error`` set)
         goes to the rollout monitor only: it is never judged, and it joins no drift window."""
         rejected: list[Rejected] = []
+        if self.observations_topic and any(r.topic == self.observations_topic for r in records):
+            rejected += await self._handle_observations([r for r in records if r.topic == self.observations_topic])
+            records = [r for r in records if r.topic != self.observations_topic]
+            if not records:
+                return rejected
         updates: dict[bytes, JoinEntry] = {}
         if self.rollouts is not None:
             await self.rollouts.config_ready.wait()   # the routes first, so no rollout misses the backlog
@@ -129,7 +204,8 @@ class DriftEngine:
             metrics.DRIFT_REPORT_SECONDS.labels(name)   # so that rate() sees the first window as an increase
             for drifted in ("true", "false"):
                 metrics.DRIFT_WINDOWS.labels(name, drifted)
-        await asyncio.to_thread(self._restore)
+        await asyncio.to_thread(self._restore)   # the monitors owned from the start (all, without a topic)
+        self._unpublished |= self.owned
         self._task = asyncio.create_task(self._loop(), name="drift-sweeper")
 
     async def stop(self) -> None:
@@ -141,16 +217,110 @@ class DriftEngine:
                 pass
 
     def _restore(self) -> None:
-        for m in self.monitors.values():
-            self.store.restore(m)
-            if m.reference or m.current:
-                log.info("monitor %s restored: reference %s, %d completions in the open window, %d drifted in a row",
-                         m.spec.name, m.reference.reference_id if m.reference else "-", len(m.current), m.consecutive)
+        for name in sorted(self.owned):
+            self.monitors[name] = self._load(name)
+
+    def _load(self, name: str, quiet: bool = False) -> Monitor:
+        """A fresh monitor ``name``, restored from the store (a thread: it reads)."""
+        m = Monitor(self.specs[name], self.reports_dir)
+        self.store.restore(m)
+        if not quiet and (m.reference or m.current):
+            log.info("monitor %s restored: reference %s, %d completions in the open window, %d drifted in a row",
+                     name, m.reference.reference_id if m.reference else "-", len(m.current), m.consecutive)
+        return m
+
+    # -- ownership: the monitors of this worker's partitions of drift-observations --------------
+    async def assign(self, partitions: set[int]) -> None:
+        """This worker now holds ``partitions`` of drift-observations: load their monitors."""
+        names = [n for n in self.monitors if self.partition_of(n) in partitions and n not in self.owned]
+        async with self.monitor_lock:
+            for n in names:
+                await self._own(n)
+        if names:
+            log.info("drift: this worker owns monitors %s (partitions %s)", ", ".join(sorted(self.owned)),
+                     ",".join(map(str, sorted(partitions))))
+
+    async def revoke(self, partitions: set[int]) -> None:
+        """``partitions`` went to another worker: their monitors are its to load from the store."""
+        async with self.monitor_lock:
+            for n in [n for n in self.owned if self.partition_of(n) in partitions]:
+                self.owned.discard(n)
+                self._unpublished.discard(n)
+                self.monitors[n] = Monitor(self.specs[n], self.reports_dir)   # stale from now on
+
+    async def _own(self, name: str) -> Monitor:
+        """Load ``name`` and own it (the caller holds the monitor lock)."""
+        self.monitors[name] = await asyncio.to_thread(self._load, name)
+        self.owned.add(name)
+        self._unpublished.add(name)   # a window saved by the owner before may wait for its publish
+        return self.monitors[name]
+
+    # -- stage 2: observations into the monitors they belong to -------------------------------
+    async def _handle_observations(self, records: list[Record]) -> list[Rejected]:
+        rejected, items = [], []
+        for r in records:
+            try:
+                items.append(read_observation_message(r.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                rejected.append(Rejected(r, f"not a drift observation: {exc!r}", "UndecodableMessage"))
+        unknown = [(r, i) for r, i in zip(records, items) if i[0] not in self.monitors]
+        if unknown:   # a monitor no longer configured: nothing to take it
+            log.warning("drift: %d observations for monitors not configured here (%s); dropped", len(unknown),
+                        ", ".join(sorted({i[0] for _, i in unknown})))
+        await self.observe([i for i in items if i[0] in self.monitors])
+        return rejected
+
+    async def observe(self, items: list[tuple[str, Observation | None, dict]]) -> None:
+        """Observations for monitors, in the order their partition delivered them. A completion
+        new to its monitor takes the next position (kept as a monitor row before the batch is
+        acknowledged); one the monitor took before updates its row's scores, or its scores count
+        in the open window; scores alone count in the open window's means."""
+        async with self.monitor_lock:
+            fresh: dict[str, list[tuple[Observation, dict, int]]] = {}
+            for name, o, arrived in items:
+                if name not in self.owned:
+                    await self._own(name)   # the partition is ours: its message says so
+                m = self.monitors[name]
+                if o is None:
+                    await self._command(m, arrived)
+                    continue
+                row = m.current.get(o.trace_id)
+                if row is not None:
+                    row.scores.update(o.scores)
+                elif o.has_completion and m.spec.scope.matches(o):
+                    batch = fresh.setdefault(name, [])
+                    if all(x.trace_id != o.trace_id for x, _, _ in batch):
+                        batch.append((o, arrived, m.next_pos + len(batch)))
+                    else:
+                        next(x for x, _, _ in batch if x.trace_id == o.trace_id).scores.update(o.scores)
+                elif arrived:
+                    m.offer_scores(o, arrived)
+            for name, batch in fresh.items():
+                m = self.monitors[name]
+                added = await asyncio.to_thread(self.store.add_rows, name,
+                                                [(o.trace_id, pos, o.ts_us) for o, _, pos in batch])
+                for o, arrived, pos in batch:
+                    if o.trace_id in added:
+                        m.offer(o, pos)
+                    elif arrived:   # its row is in a closed window: its new scores count in this one
+                        m.offer_scores(o, arrived)
+                m.next_pos = max(m.next_pos, batch[-1][2] + 1)
+
+    async def _command(self, m: Monitor, command: dict) -> None:
+        """A control message for the owner: a reference set through a worker that does not own it."""
+        ref_id = command.get("set_reference", "")
+        if ref_id and (m.reference is None or m.reference.reference_id != ref_id):
+            ref = await asyncio.to_thread(self.store.load_reference, ref_id)
+            if ref is not None:
+                m.set_reference(ref)
+                await asyncio.to_thread(self.store.save_state, m)
+                log.info("monitor %s: reference %s set through another worker", m.spec.name, ref_id)
 
     async def prune(self) -> tuple[int, int]:
         """Drop observations and window summaries past the retention (not those an open window holds)."""
-        keep = min((m.last_seq for m in self.monitors.values()), default=0)
-        removed = await asyncio.to_thread(self.store.prune, now_us() - self.retention_us, keep)
+        # the store keeps the observations of every monitor's open window (its rows after its last
+        # closed window), whoever owns the monitor; no sequence bound is needed on top of that
+        removed = await asyncio.to_thread(self.store.prune, now_us() - self.retention_us, 2**62)
         if any(removed):
             log.info("drift store: pruned %d observations and %d window summaries past the retention", *removed)
         return removed
@@ -158,6 +328,7 @@ class DriftEngine:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await asyncio.sleep(self.sweep_interval_s)
             try:
                 await self.sweep()
                 if self.rollouts is not None:
@@ -170,7 +341,6 @@ class DriftEngine:
             except Exception:  # the sweeper must outlive any one bad batch; the entries stay in the table
                 log.exception("drift sweep failed; retrying")
                 await asyncio.sleep(5)
-            await asyncio.sleep(self.sweep_interval_s)
 
     async def sweep(self, now: int | None = None, force: bool = False) -> list[WindowOutcome]:
         """Close the join entries whose wait is over (all of them with ``force``), then judge
@@ -198,18 +368,30 @@ class DriftEngine:
                         stored += await self._store([o])
                     except Exception as exc:
                         await self._park(k, e, exc)
+            items = []
+            for o, outcome in stored:
+                metrics.DRIFT_JOINED.labels(outcome).inc()
+                # every stored row goes out, whatever the store made of it: a close retried after a
+                # failed publish finds its completion stored ("merged") and must still hand it on;
+                # the monitors take a trace id once
+                items += [(name, o, arrived.get(o.trace_id, {}))
+                          for name, spec in self.specs.items() if takes_scores_of(spec.scope, o)]
+            await self._route(items)   # before the entries go: a failed hand-off closes them again
             for k, _ in due:   # stored or parked; the lock kept the agent from changing them meanwhile
                 del self.table[k]
             metrics.DRIFT_PENDING.set(len(self.table))
-        async with self.monitor_lock:
-            for o, outcome in stored:
-                metrics.DRIFT_JOINED.labels(outcome).inc()
-                for m in self.monitors.values():
-                    if outcome == "new":
-                        m.offer(o)
-                    elif arrived[o.trace_id]:
-                        m.offer_scores(o, arrived[o.trace_id])
         return len(due)
+
+    async def _route(self, items: list[tuple[str, Observation, dict]]) -> None:
+        """Hand closed observations to their monitors: keyed by monitor on drift-observations (each
+        goes to the worker that owns it), or straight to this engine's monitors."""
+        if not self.observations_topic:
+            await self.observe(items)
+            return
+        headers = [("content-type", b"application/json")]
+        await asyncio.gather(*(self.sender.send_raw(self.observations_topic, name.encode(),
+                                                    observation_message(name, o, arrived), headers)
+                               for name, o, arrived in items))
 
     async def _store(self, obs: list[Observation]) -> list[tuple[Observation, str]]:
         need = [o for o in obs if o.has_completion]
@@ -228,54 +410,97 @@ class DriftEngine:
         await self.dlq.send(rec, f"drift join entry could not be stored: {exc!r}", type(exc).__name__)
 
     async def close_windows(self, now: int | None = None) -> list[WindowOutcome]:
+        """Judge every due window of the monitors this worker owns, then publish what is saved
+        and not yet published."""
         done = []
-        for m in self.monitors.values():
+        for name in sorted(self.owned):
             async with self.monitor_lock:
-                if not m.due(now):
-                    continue
+                m = self.monitors[name]
+                if name not in self.owned or name in self._judging or not m.due(now):
+                    continue   # one window of a monitor at a time: the next is judged against its outcome
                 rows, extra = m.take_window()
+                self._judging.add(name)
             try:
-                outcome = await asyncio.to_thread(m.evaluate, rows, extra, now)
-            except Exception:
-                # a window Evidently cannot evaluate would fail the same way on every retry: count it,
-                # log it, and go on with the next (its observations stay in the drift store)
-                metrics.DRIFT_WINDOWS.labels(m.spec.name, "error").inc()
-                log.exception("monitor %s: a window of %d completions could not be evaluated; skipped",
-                              m.spec.name, len(rows))
-                continue
-            async with self.monitor_lock:
-                await self._record(m, outcome)
-            done.append(outcome)
+                await self._judge(m, rows, extra, now, done)
+            finally:
+                self._judging.discard(name)
+        await self.publish_pending()
         return done
 
+    async def _judge(self, m: Monitor, rows: list[Observation], extra: list, now: int | None,
+                     done: list[WindowOutcome]) -> None:
+        """Evaluate a window taken from ``m`` and record its outcome."""
+        name = m.spec.name
+        try:
+            outcome = await asyncio.to_thread(m.evaluate, rows, extra, now)
+        except Exception:
+            # a window Evidently cannot evaluate would fail the same way on every retry: count it,
+            # log it, and go on with the next (its observations stay in the drift store)
+            metrics.DRIFT_WINDOWS.labels(name, "error").inc()
+            log.exception("monitor %s: a window of %d completions could not be evaluated; skipped", name, len(rows))
+            async with self.monitor_lock:   # its rows are done with: the next window starts after them
+                if self.monitors.get(name) is m:
+                    m.skip(rows)
+                    await asyncio.to_thread(self.store.save_state, m)
+            return
+        async with self.monitor_lock:
+            if self.monitors.get(name) is not m:   # revoked meanwhile: the new owner judges it again
+                return
+            try:
+                await self._record(m, outcome)
+            except Exception:
+                m.put_back(rows, extra)   # not saved: judged again on the next sweep, under the same ids
+                raise
+        done.append(outcome)
+
     async def _record(self, m: Monitor, outcome: WindowOutcome) -> None:
-        """Persist, publish, then apply: a crash before the state is saved replays the window."""
-        created = now_us()
-        if outcome.reference is not None:
-            await asyncio.to_thread(self.store.save_reference, m.spec.name, outcome.reference)
-            log.info("monitor %s: reference %s taken from its first window (%d completions)", m.spec.name,
-                     outcome.reference.reference_id, len(outcome.rows))
-        else:
-            rep = outcome.report
-            await asyncio.to_thread(self.store.save_window, rep, created)
-            messages = [(f"{self.topic_prefix}drift", m.spec.name, rep, "")]
-            if outcome.retrain is not None:
-                await asyncio.to_thread(self.store.save_retrain, outcome.retrain)
-                messages.append((f"{self.topic_prefix}retrain", m.spec.name, outcome.retrain, ""))
-            await self.sender.send_many(messages)
-            metrics.DRIFT_WINDOWS.labels(m.spec.name, str(rep.drift_detected).lower()).inc()
-            metrics.DRIFT_SHARE.labels(m.spec.name).set(rep.drift_share)
-            metrics.DRIFT_REPORT_SECONDS.labels(m.spec.name).observe(rep.seconds)
-            for f in rep.features:
-                metrics.DRIFT_FEATURE.labels(m.spec.name, f.feature).set(int(f.drifted))
-            drifted = [f.feature for f in rep.features if f.drifted]
-            log.info("monitor %s: window %s of %d completions: drift=%s share=%.2f drifted=%s", m.spec.name,
-                     rep.report_id, rep.window_size, rep.drift_detected, rep.drift_share, ",".join(drifted) or "-")
-            if outcome.retrain is not None:
-                metrics.RETRAIN_EVENTS.labels(m.spec.name).inc()
-                log.warning("monitor %s: retrain event %s: %s", m.spec.name, outcome.retrain.id, outcome.retrain.reason)
+        """Apply, then save the window with the monitor's state in one transaction (the outbox);
+        publishing comes after (:meth:`publish_pending`). A crash before the save judges the same
+        window again after the restart, under the same ids; one after it publishes what was saved."""
+        name = m.spec.name
+        before = m.snapshot()
         m.apply(outcome)
-        await asyncio.to_thread(self.store.save_state, m)
+        try:
+            await asyncio.to_thread(self.store.commit_window, m, outcome, now_us())
+        except Exception:
+            m.restore_snapshot(before)
+            raise
+        if outcome.reference is not None:
+            log.info("monitor %s: reference %s taken from its first window (%d completions)", name,
+                     outcome.reference.reference_id, len(outcome.rows))
+            return
+        self._unpublished.add(name)
+        rep = outcome.report
+        metrics.DRIFT_WINDOWS.labels(name, str(rep.drift_detected).lower()).inc()
+        metrics.DRIFT_SHARE.labels(name).set(rep.drift_share)
+        metrics.DRIFT_REPORT_SECONDS.labels(name).observe(rep.seconds)
+        for f in rep.features:
+            metrics.DRIFT_FEATURE.labels(name, f.feature).set(int(f.drifted))
+        drifted = [f.feature for f in rep.features if f.drifted]
+        log.info("monitor %s: window %s of %d completions: drift=%s share=%.2f drifted=%s", name,
+                 rep.report_id, rep.window_size, rep.drift_detected, rep.drift_share, ",".join(drifted) or "-")
+        if outcome.retrain is not None:
+            metrics.RETRAIN_EVENTS.labels(name).inc()
+            log.warning("monitor %s: retrain event %s: %s", name, outcome.retrain.id, outcome.retrain.reason)
+
+    async def publish_pending(self) -> int:
+        """Publish the saved windows and retrain events the broker has not acknowledged, of the
+        monitors this worker owns; mark them published. A failure leaves them for the next sweep."""
+        sent = 0
+        for name in sorted(self._unpublished & self.owned):
+            items = await asyncio.to_thread(self.store.unpublished, name)
+            if items:
+                topic = {"drift": f"{self.topic_prefix}drift", "retrain": f"{self.topic_prefix}retrain"}
+                try:
+                    await self.sender.send_many([(topic[kind], name, ev, "") for kind, _id, ev in items])
+                except Exception as exc:
+                    log.warning("monitor %s: publishing %d saved window events failed (%r); retrying on the next "
+                                "sweep", name, len(items), exc)
+                    continue
+                await asyncio.to_thread(self.store.mark_published, [(kind, i) for kind, i, _ in items])
+                sent += len(items)
+            self._unpublished.discard(name)
+        return sent
 
     # -- the API ------------------------------------------------------------------------------
     def monitor(self, name: str) -> Monitor:
@@ -287,6 +512,15 @@ class DriftEngine:
     def monitors_for(self, name: str = "") -> list[Monitor]:
         """The monitor ``name`` (NOT_FOUND when there is none), or every monitor when ``name`` is empty."""
         return [self.monitor(name)] if name else list(self.monitors.values())
+
+    async def status_of(self, name: str = "") -> list[Monitor]:
+        """As :meth:`monitors_for`, with the state of a monitor another worker owns read from the
+        store (as its owner last saved it)."""
+        out = []
+        for m in self.monitors_for(name):
+            n = m.spec.name
+            out.append(m if n in self.owned else await asyncio.to_thread(self._load, n, True))
+        return out
 
     def rollout_status(self, route: str = "") -> list[drift_pb2.RolloutStatus]:
         """The canary rollout of ``route`` (NOT_FOUND when no canary of it was seen), or of every
@@ -339,8 +573,14 @@ class DriftEngine:
         ref = Reference(new_id(f"ref-{name}"), rows, now_us(), source)
         async with self.monitor_lock:
             await asyncio.to_thread(self.store.save_reference, name, ref)
-            m.set_reference(ref)
-            await asyncio.to_thread(self.store.save_state, m)
+            if name in self.owned:
+                m = self.monitors[name]
+                m.set_reference(ref)
+                await asyncio.to_thread(self.store.save_state, m)
+            else:   # the owner applies it (its state in memory is the truth), told on the monitor's partition
+                command = {"monitor": name, "command": {"set_reference": ref.reference_id}}
+                await self.sender.send_raw(self.observations_topic, name.encode(), json.dumps(command).encode(),
+                                           [("content-type", b"application/json")])
         log.info("monitor %s: reference %s set from %s (%d completions)", name, ref.reference_id, source, len(rows))
         return ref
 

@@ -1,6 +1,7 @@
 """Composition root of the drift service: a faust agent on completions, scores and feedback (the
-late join in a faust table, and the canary rollout monitor fed from the same stream), the
-monitors' sweeper, and the gRPC ``DriftService``, in one worker."""
+late join in a faust table, and the canary rollout monitor fed from the same stream) and on
+``drift-observations`` (the joined observations keyed by monitor: each worker of the group judges
+the monitors of its partitions), the monitors' sweeper, and the gRPC ``DriftService``, in one worker."""
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +30,20 @@ def join_table(app, settings: Settings):
                      partitions=settings.topic_partitions, use_partitioner=True)
 
 
+def follow_assignment(app, engine: DriftEngine) -> None:
+    """The monitors a worker owns follow its partitions of drift-observations."""
+    topic = engine.observations_topic
+
+    async def assigned(_app, tps, **_kw) -> None:
+        await engine.assign({tp.partition for tp in tps if tp.topic == topic})
+
+    async def revoked(_app, tps, **_kw) -> None:
+        await engine.revoke({tp.partition for tp in tps if tp.topic == topic})
+
+    app.on_partitions_assigned.connect(assigned)
+    app.on_partitions_revoked.connect(revoked)
+
+
 async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
     """The service's parts, and the engine they run (the tests reach its rollout monitor)."""
     specs = load_specs(settings)
@@ -43,7 +58,10 @@ async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
     engine = DriftEngine(specs, store, embedder.embed, bus, join_table(app, settings),
                          reports_dir=settings.drift_reports_dir, topic_prefix=settings.topic_prefix,
                          join_wait_s=settings.drift_join_wait_s, dlq=DeadLetterQueue(bus, app.conf.id),
-                         retention_days=settings.drift_retention_days, rollouts=rollouts)
+                         retention_days=settings.drift_retention_days, rollouts=rollouts,
+                         observations_topic=settings.topic("drift-observations"),
+                         observation_partitions=settings.topic_partitions)
+    follow_assignment(app, engine)
     batch_agent(app, engine.topics, engine, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="drift_join", max_batch=500, within_s=0.1)
     servicer = DriftServicer(engine)

@@ -9,6 +9,7 @@ thread) and decides, :meth:`Monitor.apply` records the outcome.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -50,7 +51,23 @@ class WindowOutcome:
 
 
 def new_id(prefix: str) -> str:
+    """A fresh id (a reference set through the API: no replay makes it again)."""
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+def window_digest(monitor: str, rows: list[Observation]) -> str:
+    """What names a window: its monitor and the set of its trace ids (not their order), so that a
+    replay, a redelivery or another worker that cuts the same window names it alike."""
+    h = hashlib.sha256(monitor.encode())
+    for tid in sorted(r.trace_id for r in rows):
+        h.update(b"\0" + tid.encode())
+    return h.hexdigest()
+
+
+def window_id(prefix: str, monitor: str, rows: list[Observation]) -> str:
+    """``<prefix>-<last observation's time>-<digest>``: derived from the window, never random."""
+    end = max((r.ts_us for r in rows), default=0)
+    return f"{prefix[:48]}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(end / 1e6))}-{window_digest(monitor, rows)[:12]}"
 
 
 def frame(rows: list[Observation]) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -93,15 +110,24 @@ class Monitor:
         self.cooldowns: dict[str, int] = {}   # cause -> when it last fired (us): the cooldown is per cause
         self.retrain_count = 0
         self.last_seq = 0
+        # positions: the order this monitor took its observations in (its partition of
+        # drift-observations); a window is the next ``window_size`` of them
+        self.pos: dict[str, int] = {}        # trace id -> position, for the rows of ``current``
+        self.next_pos = 1
+        self.last_pos = 0                    # positions up to here are in closed windows
+        self._taken_started_us = 0           # when the window take_window detached had started
         self.recent: deque[events_pb2.DriftReportEvent] = deque(maxlen=RECENT_WINDOWS)
 
     # -- filling ------------------------------------------------------------------------------
-    def offer(self, obs: Observation) -> bool:
-        """Add a joined completion (or update one of this window); True if this monitor took it."""
+    def offer(self, obs: Observation, pos: int | None = None) -> bool:
+        """Add a joined completion (or update one of this window) at position ``pos`` (the next
+        one when not given); True if this monitor took it."""
         if not obs.has_completion or not self.spec.scope.matches(obs):
             return False
         if obs.trace_id not in self.current:
             self.window_started_us = self.window_started_us or now_us()
+            self.pos[obs.trace_id] = self.next_pos if pos is None else pos
+            self.next_pos = max(self.next_pos, self.pos[obs.trace_id] + 1)
         self.current[obs.trace_id] = obs
         return True
 
@@ -116,8 +142,15 @@ class Monitor:
             return False
         if not obs.has_completion and (self.spec.scope.metadata or not self.spec.scope.matches(obs)):
             return False  # a score alone does not carry the completion's metadata
-        self.extra.extend((obs.trace_id, k, v) for k, v in scores.items())
+        have = {(tid, k) for tid, k, _ in self.extra}   # a redelivered score counts once in a window
+        self.extra.extend((obs.trace_id, k, v) for k, v in scores.items() if (obs.trace_id, k) not in have)
         return True
+
+    def takes_scores_of(self, obs: Observation) -> bool:
+        """Whether scores of ``obs`` that come after its row left the window belong to this monitor."""
+        if obs.has_completion:
+            return self.spec.scope.matches(obs)
+        return not self.spec.scope.metadata and self.spec.scope.matches(obs)
 
     def due(self, now: int | None = None) -> bool:
         n = len(self.current)
@@ -128,20 +161,54 @@ class Monitor:
         return False
 
     def take_window(self) -> tuple[list[Observation], list[tuple[str, str, float]]]:
-        """Detach the window being filled (the first ``window_size`` rows when it overflowed)."""
-        rows = list(self.current.values())
+        """Detach the window being filled: the first ``window_size`` rows by position."""
+        rows = sorted(self.current.values(), key=lambda r: self.pos.get(r.trace_id, 0))
         take, keep = rows[:self.spec.window_size], rows[self.spec.window_size:]
         extra, self.extra = self.extra, []
         self.current = {r.trace_id: r for r in keep}
+        self._taken_started_us = self.window_started_us
         self.window_started_us = now_us() if keep else 0
         return take, extra
+
+    def window_last_pos(self, rows: list[Observation]) -> int:
+        """The last position of a window taken by :meth:`take_window` (what ``apply`` records)."""
+        return max([self.last_pos, *(self.pos.get(r.trace_id, 0) for r in rows)])
+
+    def put_back(self, rows: list[Observation], extra: list[tuple[str, str, float]]) -> None:
+        """Undo :meth:`take_window` (its outcome could not be saved): the window is judged again."""
+        self.current = {**{r.trace_id: r for r in rows}, **self.current}
+        self.extra = extra + self.extra
+        self.window_started_us = self._taken_started_us or self.window_started_us or now_us()
+
+    def skip(self, rows: list[Observation]) -> None:
+        """A window that could not be judged: the next one starts after its rows."""
+        self.last_pos = self.window_last_pos(rows)
+        for r in rows:
+            self.pos.pop(r.trace_id, None)
+
+    def snapshot(self) -> dict:
+        """What :meth:`apply` changes, to undo it when its outcome could not be saved."""
+        return {"reference": self.reference, "consecutive": self.consecutive, "last_retrain_us": self.last_retrain_us,
+                "cooldowns": dict(self.cooldowns), "retrain_count": self.retrain_count,
+                "last_seq": self.last_seq, "last_pos": self.last_pos, "pos": dict(self.pos),
+                "recent": list(self.recent)}
+
+    def restore_snapshot(self, snap: dict) -> None:
+        for k, v in snap.items():
+            if k == "recent":
+                self.recent.clear()
+                self.recent.extend(v)
+            else:
+                setattr(self, k, v)
 
     # -- judging a window (pure; CPU-bound) ---------------------------------------------------
     def evaluate(self, rows: list[Observation], extra: list[tuple[str, str, float]],
                  now: int | None = None) -> WindowOutcome:
         now = now or now_us()
+        name = self.spec.name
+        rows = sorted(rows, key=lambda r: (r.ts_us, r.trace_id))   # the same window, whatever order it came in
         if self.reference is None:
-            ref = Reference(new_id(f"ref-{self.spec.name}"), rows, now, "first window")
+            ref = Reference(window_id(f"ref-{name}", name, rows), rows, now, "first window")
             return WindowOutcome(rows, reference=ref)
         ref_df, ref_emb = frame(self.reference.rows)
         cur_df, cur_emb = frame(rows)
@@ -149,7 +216,7 @@ class Monitor:
             log.warning("monitor %s: prompt embeddings changed width (%d vs %d); embedding drift skipped; "
                         "set a new reference", self.spec.name, ref_emb.shape[1], cur_emb.shape[1])
             ref_emb = cur_emb = None
-        report_id = new_id(self.spec.name)
+        report_id = window_id(name, name, rows)
         drift = window_drift(
             ref_df, cur_df, numeric=list(NUMERIC) + score_columns(ref_df, cur_df), categorical=CATEGORICAL, text=TEXT,
             reference_embeddings=ref_emb, current_embeddings=cur_emb, method=self.spec.method,
@@ -170,13 +237,16 @@ class Monitor:
         )
         retrain = decide_retrain(self.spec, report, rows, means, history=list(self.recent),
                                  cooldowns=self.cooldowns, now=now,
-                                 event_id=new_id(f"retrain-{self.spec.name}"))
+                                 event_id=window_id(f"retrain-{name}", name, rows))
         return WindowOutcome(rows, report=report, retrain=retrain, drift=drift)
 
     # -- recording ----------------------------------------------------------------------------
     def apply(self, outcome: WindowOutcome) -> None:
         seqs = [r.seq for r in outcome.rows if r.seq]
         self.last_seq = max([self.last_seq, *seqs])
+        self.last_pos = self.window_last_pos(outcome.rows)
+        for r in outcome.rows:
+            self.pos.pop(r.trace_id, None)
         if outcome.reference is not None:
             self.set_reference(outcome.reference)
             return

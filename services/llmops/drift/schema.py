@@ -58,7 +58,21 @@ monitor_state = Table(
     Column("window_started_us", BigInteger, nullable=False, default=0),
     Column("last_retrain_us", BigInteger, nullable=False, default=0),
     Column("retrain_count", Integer, nullable=False, default=0),
+    # monitor rows up to this position are in closed windows (migration d0003; -1: state from before it)
+    Column("last_pos", BigInteger, nullable=False, default=0),
 )
+
+# the observations each monitor took, in the order its partition of drift-observations delivered
+# them (migration d0003): a window is a range of positions, so a redelivery or a new owner of the
+# monitor cuts the same windows, and an observation joins a monitor once
+monitor_rows = Table(
+    "drift_monitor_rows", metadata,
+    Column("monitor", String(200), primary_key=True),
+    Column("trace_id", String(32), primary_key=True),
+    Column("pos", BigInteger, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+)
+Index("ix_drift_monitor_rows_pos", monitor_rows.c.monitor, monitor_rows.c.pos)
 
 windows = Table(
     "drift_windows", metadata,
@@ -67,6 +81,7 @@ windows = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("drift_detected", Integer, nullable=False, default=0),
     Column("event_pb", LargeBinary, nullable=False),  # DriftReportEvent
+    Column("published", Integer, nullable=False, default=0),  # the outbox (migration d0003): 1 once acknowledged
 )
 Index("ix_drift_windows_monitor", windows.c.monitor, windows.c.created_us)
 
@@ -76,6 +91,7 @@ retrain_events = Table(
     Column("monitor", String(200), nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("event_pb", LargeBinary, nullable=False),  # RetrainEvent
+    Column("published", Integer, nullable=False, default=0),  # the outbox (migration d0003): 1 once acknowledged
 )
 Index("ix_drift_retrain_monitor", retrain_events.c.monitor, retrain_events.c.created_us)
 

@@ -3,7 +3,9 @@ monitor state, window reports, retrain events and rollout decisions. A restart r
 monitor from it.
 
 Writes are idempotent: an observation is keyed by trace id (a redelivered completion or score
-merges into its row), windows and retrain events by their ids.
+merges into its row), a monitor's row by (monitor, trace id), windows and retrain events by their
+ids. A judged window is saved in one transaction with its monitor's state, and marked unpublished
+(the outbox): the engine publishes it after, and again until the broker acknowledged it.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from llmops.common.sql import SqlDialect, upgrade_schema
 from llmops.common.times import ts_to_us
 from llmops.drift import schema as t
 from llmops.drift.features import Observation
-from llmops.drift.monitor import Monitor, Reference
+from llmops.drift.monitor import Monitor, Reference, WindowOutcome
 from llmops.v1 import events_pb2
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -113,10 +115,16 @@ class DriftStore:
     def prune(self, before_us: int, keep_after_seq: int) -> tuple[int, int]:
         """Delete observations older than ``before_us`` that no open window needs (seq up to
         ``keep_after_seq``), and window summaries older than ``before_us``."""
+        r, st = t.monitor_rows, t.monitor_state
+        closed_upto = func.coalesce(select(st.c.last_pos).where(st.c.monitor == r.c.monitor).scalar_subquery(), 0)
+        open_rows = select(r.c.trace_id).where(r.c.pos > closed_upto)
         with self.engine.begin() as conn:
             obs = conn.execute(delete(t.observations).where(and_(t.observations.c.ts_us < before_us,
-                                                                 t.observations.c.seq <= keep_after_seq))).rowcount
-            win = conn.execute(delete(t.windows).where(t.windows.c.created_us < before_us)).rowcount
+                                                                 t.observations.c.seq <= keep_after_seq,
+                                                                 t.observations.c.trace_id.not_in(open_rows)))).rowcount
+            conn.execute(delete(r).where(and_(r.c.ts_us < before_us, r.c.pos <= closed_upto)))
+            win = conn.execute(delete(t.windows).where(and_(t.windows.c.created_us < before_us,
+                                                            t.windows.c.published == 1))).rowcount
         return obs, win
 
     def count(self) -> int:
@@ -126,14 +134,21 @@ class DriftStore:
     # -- references ---------------------------------------------------------------------------
     def save_reference(self, monitor: str, ref: Reference) -> None:
         with self.engine.begin() as conn:
-            conn.execute(t.references.insert().values(reference_id=ref.reference_id, monitor=monitor,
-                                                      created_us=ref.created_us, source=ref.source, size=len(ref.rows)))
-            if ref.rows:
-                conn.execute(t.reference_rows.insert(), [
-                    dict(reference_id=ref.reference_id, trace_id=o.trace_id,
-                         row_json=json.dumps({k: v for k, v in _values(o).items() if k != "embedding"}),
-                         embedding=_blob(o.embedding)) for o in ref.rows])
+            self._insert_reference(conn, monitor, ref)
             self._put_state(conn, monitor, reference_id=ref.reference_id)
+
+    def _insert_reference(self, conn, monitor: str, ref: Reference) -> None:
+        """Once per id: a window taken as the reference again after a crash names it alike."""
+        ins = self.sql.insert(t.references).values(reference_id=ref.reference_id, monitor=monitor,
+                                                   created_us=ref.created_us, source=ref.source, size=len(ref.rows))
+        if conn.execute(ins.on_conflict_do_nothing(index_elements=["reference_id"])
+                        .returning(t.references.c.reference_id)).first() is None:
+            return
+        if ref.rows:
+            conn.execute(t.reference_rows.insert(), [
+                dict(reference_id=ref.reference_id, trace_id=o.trace_id,
+                     row_json=json.dumps({k: v for k, v in _values(o).items() if k != "embedding"}),
+                     embedding=_blob(o.embedding)) for o in ref.rows])
 
     def load_reference(self, reference_id: str) -> Reference | None:
         with self.engine.connect() as conn:
@@ -154,37 +169,138 @@ class DriftStore:
         ins = self.sql.insert(t.monitor_state).values(monitor=monitor, **values)
         conn.execute(ins.on_conflict_do_update(index_elements=["monitor"], set_=values))
 
+    def _state_values(self, m: Monitor) -> dict:
+        return dict(reference_id=m.reference.reference_id if m.reference else "", consecutive=m.consecutive,
+                    last_seq=m.last_seq, last_pos=m.last_pos, window_started_us=m.window_started_us,
+                    last_retrain_us=m.last_retrain_us, retrain_count=m.retrain_count)
+
+    def reference_of(self, monitor: str) -> str:
+        """The id of ``monitor``'s reference, as its owner last saved it ("" when none)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.monitor_state.c.reference_id)
+                                .where(t.monitor_state.c.monitor == monitor)).scalar() or ""
+
     def save_state(self, m: Monitor) -> None:
         with self.engine.begin() as conn:
-            self._put_state(conn, m.spec.name, reference_id=m.reference.reference_id if m.reference else "",
-                            consecutive=m.consecutive, last_seq=m.last_seq, window_started_us=m.window_started_us,
-                            last_retrain_us=m.last_retrain_us, retrain_count=m.retrain_count)
+            self._put_state(conn, m.spec.name, **self._state_values(m))
 
     def restore(self, m: Monitor, recent: int = 20) -> None:
         """Load a monitor's reference, counters and recent windows, and refill its open window
-        from the observations after its last closed window."""
+        with its rows after its last closed window, in their order. A monitor with a state but no
+        rows (its state is from before rows were kept) is refilled from the observations after its
+        last closed window, which then become its rows."""
+        name = m.spec.name
         with self.engine.connect() as conn:
-            st = conn.execute(select(t.monitor_state).where(t.monitor_state.c.monitor == m.spec.name)).mappings().first()
+            st = conn.execute(select(t.monitor_state).where(t.monitor_state.c.monitor == name)).mappings().first()
+            top = conn.execute(select(func.max(t.monitor_rows.c.pos))
+                               .where(t.monitor_rows.c.monitor == name)).scalar()
+        m.next_pos = int(top or 0) + 1
         if st is None:
+            for pos, o in self.open_rows(name, 0):   # rows taken before the first window closed
+                m.offer(o, pos)
             return
         if st["reference_id"]:
             m.reference = self.load_reference(st["reference_id"])
         m.consecutive, m.last_seq = st["consecutive"], st["last_seq"]
+        m.last_pos = max(0, st["last_pos"])
         m.last_retrain_us, m.retrain_count = st["last_retrain_us"], st["retrain_count"]
-        for ev in reversed(self.recent_windows(m.spec.name, recent)):
+        for ev in reversed(self.recent_windows(name, recent)):
             m.recent.append(ev)
-        for o in self.observations_after(m.last_seq):
-            if not m.offer(o) and not o.has_completion:
-                m.offer_scores(o, o.scores)
+        m.restore_cooldowns(list(reversed(self.list_retrain(name, 100)[0])))   # the policy's per-cause cooldowns
+        if top is None:
+            legacy = []
+            for o in self.observations_after(m.last_seq):
+                if m.offer(o):
+                    legacy.append((o.trace_id, m.pos[o.trace_id], o.ts_us))
+                elif not o.has_completion:
+                    m.offer_scores(o, o.scores)
+            self.add_rows(name, legacy)
+        else:
+            for pos, o in self.open_rows(name, m.last_pos):
+                m.offer(o, pos)
         if m.current and st["window_started_us"]:
             m.window_started_us = st["window_started_us"]
 
-    # -- windows and retrain events -----------------------------------------------------------
-    def save_window(self, ev: events_pb2.DriftReportEvent, created_us: int) -> None:
+    # -- a monitor's rows ---------------------------------------------------------------------
+    def add_rows(self, monitor: str, rows: list[tuple[str, int, int]]) -> set[str]:
+        """Add (trace id, position, time) rows to ``monitor``; the trace ids that were new to it
+        (a redelivered observation is not: it joins a monitor once)."""
+        added: set[str] = set()
+        if not rows:
+            return added
         with self.engine.begin() as conn:
-            ins = self.sql.insert(t.windows).values(report_id=ev.report_id, monitor=ev.monitor, created_us=created_us,
-                                                    drift_detected=int(ev.drift_detected), event_pb=ev.SerializeToString())
-            conn.execute(ins.on_conflict_do_nothing(index_elements=["report_id"]))
+            for tid, pos, ts in rows:
+                ins = self.sql.insert(t.monitor_rows).values(monitor=monitor, trace_id=tid, pos=pos, ts_us=ts)
+                ins = ins.on_conflict_do_nothing(index_elements=["monitor", "trace_id"])
+                if conn.execute(ins.returning(t.monitor_rows.c.trace_id)).first() is not None:
+                    added.add(tid)
+        return added
+
+    def open_rows(self, monitor: str, after_pos: int) -> list[tuple[int, Observation]]:
+        """The observations of ``monitor``'s rows after ``after_pos``, in position order."""
+        r = t.monitor_rows
+        q = (select(r.c.pos, t.observations).join(t.observations, t.observations.c.trace_id == r.c.trace_id)
+             .where(and_(r.c.monitor == monitor, r.c.pos > after_pos, t.observations.c.has_completion == 1))
+             .order_by(r.c.pos))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [(int(row["pos"]), _obs(row)) for row in rows]
+
+    # -- a judged window: saved first, published after (the outbox) ---------------------------
+    def commit_window(self, m: Monitor, outcome: WindowOutcome, created_us: int) -> None:
+        """In one transaction: the window's reference, or its report and retrain event (both
+        unpublished), with the monitor's state after it (``m`` has applied ``outcome``)."""
+        name = m.spec.name
+        with self.engine.begin() as conn:
+            if outcome.reference is not None:
+                self._insert_reference(conn, name, outcome.reference)
+            else:
+                self._insert_window(conn, outcome.report, created_us, published=False)
+                if outcome.retrain is not None:
+                    self._insert_retrain(conn, outcome.retrain, published=False)
+            self._put_state(conn, name, **self._state_values(m))
+
+    def unpublished(self, monitor: str) -> list[tuple[str, str, object]]:
+        """What ``monitor`` saved but the broker has not acknowledged: (kind, id, event), oldest
+        first, a window's report before its retrain event."""
+        with self.engine.connect() as conn:
+            wins = conn.execute(select(t.windows.c.report_id, t.windows.c.created_us, t.windows.c.event_pb)
+                                .where(and_(t.windows.c.monitor == monitor, t.windows.c.published == 0))).all()
+            rets = conn.execute(select(t.retrain_events.c.id, t.retrain_events.c.created_us,
+                                       t.retrain_events.c.event_pb)
+                                .where(and_(t.retrain_events.c.monitor == monitor,
+                                            t.retrain_events.c.published == 0))).all()
+        out = [(c, 0, "drift", i, events_pb2.DriftReportEvent.FromString(b)) for i, c, b in wins]
+        out += [(c, 1, "retrain", i, events_pb2.RetrainEvent.FromString(b)) for i, c, b in rets]
+        return [(kind, i, ev) for _c, _o, kind, i, ev in sorted(out, key=lambda x: x[:2])]
+
+    def mark_published(self, items: list[tuple[str, str]]) -> None:
+        """(kind, id) items the broker acknowledged."""
+        windows = [i for k, i in items if k == "drift"]
+        retrains = [i for k, i in items if k == "retrain"]
+        with self.engine.begin() as conn:
+            if windows:
+                conn.execute(update(t.windows).where(t.windows.c.report_id.in_(windows)).values(published=1))
+            if retrains:
+                conn.execute(update(t.retrain_events).where(t.retrain_events.c.id.in_(retrains)).values(published=1))
+
+    # -- windows and retrain events -----------------------------------------------------------
+    def save_window(self, ev: events_pb2.DriftReportEvent, created_us: int, published: bool = True) -> None:
+        with self.engine.begin() as conn:
+            self._insert_window(conn, ev, created_us, published)
+
+    def _insert_window(self, conn, ev: events_pb2.DriftReportEvent, created_us: int, published: bool) -> None:
+        ins = self.sql.insert(t.windows).values(report_id=ev.report_id, monitor=ev.monitor, created_us=created_us,
+                                                drift_detected=int(ev.drift_detected), event_pb=ev.SerializeToString(),
+                                                published=int(published))
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["report_id"]))
+
+    def windows_of(self, monitor: str) -> list[events_pb2.DriftReportEvent]:
+        """Every window report of ``monitor`` that is kept, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.windows.c.event_pb).where(t.windows.c.monitor == monitor)
+                                .order_by(t.windows.c.created_us, t.windows.c.report_id)).scalars().all()
+        return [events_pb2.DriftReportEvent.FromString(r) for r in rows]
 
     def recent_windows(self, monitor: str, limit: int = 20) -> list[events_pb2.DriftReportEvent]:
         with self.engine.connect() as conn:
@@ -192,12 +308,14 @@ class DriftStore:
                                 .order_by(t.windows.c.created_us.desc()).limit(limit)).scalars().all()
         return [events_pb2.DriftReportEvent.FromString(r) for r in rows]
 
-    def save_retrain(self, ev: events_pb2.RetrainEvent) -> None:
-        created = ts_to_us(ev.created_at)
+    def save_retrain(self, ev: events_pb2.RetrainEvent, published: bool = True) -> None:
         with self.engine.begin() as conn:
-            ins = self.sql.insert(t.retrain_events).values(id=ev.id, monitor=ev.monitor, created_us=created,
-                                                           event_pb=ev.SerializeToString())
-            conn.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
+            self._insert_retrain(conn, ev, published)
+
+    def _insert_retrain(self, conn, ev: events_pb2.RetrainEvent, published: bool) -> None:
+        ins = self.sql.insert(t.retrain_events).values(id=ev.id, monitor=ev.monitor, created_us=ts_to_us(ev.created_at),
+                                                       event_pb=ev.SerializeToString(), published=int(published))
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
 
     def list_retrain(self, monitor: str = "", page_size: int = 50,
                      page_token: str = "") -> tuple[list[events_pb2.RetrainEvent], str]:
