@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 CLOSE_BATCH = 256
 MIN_REFERENCE = 10
 MAX_PAGE = 500
+MAX_TEXT_CHARS = 64_000   # of a prompt or an answer on drift-observations: an observation stays a Kafka message
 
 
 class UnknownMonitor(NotFound):
@@ -89,6 +90,8 @@ def observation_message(monitor: str, o: Observation, arrived: dict[str, float])
     """A closed observation for ``monitor`` (its stored row, embedding included, and the scores
     this close added), as JSON on ``drift-observations``."""
     d = {f.name: getattr(o, f.name) for f in dataclasses.fields(Observation) if f.name != "embedding"}
+    for text in ("prompt", "answer"):   # the features were measured on the whole text; the descriptors need no more
+        d[text] = d[text][:MAX_TEXT_CHARS]
     if o.embedding is not None:
         d["embedding"] = base64.b64encode(np.asarray(o.embedding, dtype=np.float32).tobytes()).decode()
     return json.dumps({"monitor": monitor, "observation": d, "arrived": arrived}).encode()
@@ -125,6 +128,7 @@ class DriftEngine:
         self.owned: set[str] = set() if observations_topic else set(self.monitors)
         self._unpublished: set[str] = set()   # monitors that may have saved windows not yet published
         self._judging: set[str] = set()       # monitors with a window being evaluated
+        self._assigned: set[int] | None = None   # partitions of drift-observations held, once known
         self.store = store
         self.embed = embed
         self.sender = sender
@@ -234,6 +238,7 @@ class DriftEngine:
         """This worker now holds ``partitions`` of drift-observations: load their monitors."""
         names = [n for n in self.monitors if self.partition_of(n) in partitions and n not in self.owned]
         async with self.monitor_lock:
+            self._assigned = (self._assigned or set()) | partitions
             for n in names:
                 await self._own(n)
         if names:
@@ -243,6 +248,7 @@ class DriftEngine:
     async def revoke(self, partitions: set[int]) -> None:
         """``partitions`` went to another worker: their monitors are its to load from the store."""
         async with self.monitor_lock:
+            self._assigned = (self._assigned or set()) - partitions
             for n in [n for n in self.owned if self.partition_of(n) in partitions]:
                 self.owned.discard(n)
                 self._unpublished.discard(n)
@@ -276,9 +282,11 @@ class DriftEngine:
         acknowledged); one the monitor took before updates its row's scores, or its scores count
         in the open window; scores alone count in the open window's means."""
         async with self.monitor_lock:
-            fresh: dict[str, list[tuple[Observation, dict, int]]] = {}
+            fresh: dict[str, dict[str, tuple[Observation, dict, int]]] = {}
             for name, o, arrived in items:
                 if name not in self.owned:
+                    if self._assigned is not None and self.partition_of(name) not in self._assigned:
+                        continue   # fetched before its partition was revoked: the new owner reads it again
                     await self._own(name)   # the partition is ours: its message says so
                 m = self.monitors[name]
                 if o is None:
@@ -288,15 +296,15 @@ class DriftEngine:
                 if row is not None:
                     row.scores.update(o.scores)
                 elif o.has_completion and m.spec.scope.matches(o):
-                    batch = fresh.setdefault(name, [])
-                    if all(x.trace_id != o.trace_id for x, _, _ in batch):
-                        batch.append((o, arrived, m.next_pos + len(batch)))
+                    batch = fresh.setdefault(name, {})
+                    if o.trace_id in batch:   # twice in one batch: one row, the later scores
+                        batch[o.trace_id][0].scores.update(o.scores)
                     else:
-                        next(x for x, _, _ in batch if x.trace_id == o.trace_id).scores.update(o.scores)
+                        batch[o.trace_id] = (o, arrived, m.next_pos + len(batch))
                 elif arrived:
                     m.offer_scores(o, arrived)
-            for name, batch in fresh.items():
-                m = self.monitors[name]
+            for name, by_id in fresh.items():
+                m, batch = self.monitors[name], list(by_id.values())
                 added = await asyncio.to_thread(self.store.add_rows, name,
                                                 [(o.trace_id, pos, o.ts_us) for o, _, pos in batch])
                 for o, arrived, pos in batch:
