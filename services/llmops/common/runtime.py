@@ -239,7 +239,8 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
     from llmops.common.topics import TopicKeeper
 
     configure_logging(name, settings.log_level, settings.log_format)
-    refuse_topic_auto_creation()   # topics come from ensure_topics and the keeper, with their partition counts
+    if owns_process:   # process-wide, so not for a service embedded in a test or a host application
+        refuse_topic_auto_creation()   # topics come from ensure_topics and the keeper, with their partition counts
     serve_metrics(settings.host, settings.metrics_port(name), max_label_values=settings.metrics_max_label_values)
     parts = await build(settings)
     server = GrpcServer(name, settings, parts.service_names)
