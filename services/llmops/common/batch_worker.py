@@ -152,10 +152,12 @@ class KafkaBatchWorker:
             offsets = {}
             size = 0
             for tp, msgs in batches.items():
-                records += [Record(m.topic, m.partition, m.offset, m.key, m.value,
-                                   [(k, v if v is not None else b"") for k, v in (m.headers or ())],
-                                   int(m.timestamp or 0)) for m in msgs]
-                size += sum(m.serialized_key_size + m.serialized_value_size for m in msgs)
+                for m in msgs:
+                    headers = m.headers   # a tuple of (name, value) pairs; a null value reads as empty
+                    if headers and any(v is None for _, v in headers):
+                        headers = tuple((k, v if v is not None else b"") for k, v in headers)
+                    records.append(Record(m.topic, m.partition, m.offset, m.key, m.value, headers, m.timestamp or 0))
+                    size += m.serialized_value_size
                 offsets[tp] = msgs[-1].offset + 1
             if records:
                 self._in_hand += len(records)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,14 +75,31 @@ def migrate(engine: Engine) -> None:
 
 _SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, service, start_us, end_us, status, status_message, "
                  "attributes_json")
-_SQLITE_SPANS_INSERT = (f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (trace_id, span_id) DO NOTHING")
+# {values}: a row's "(...)" repeated, so that one statement writes many rows (see _execute_rows)
+_SQLITE_SPANS_INSERT = (f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES {{values}} "
+                        "ON CONFLICT (trace_id, span_id) DO NOTHING", "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_TRACE_BOUNDS = (
-    "INSERT INTO traces (trace_id, start_us, end_us, status, span_count) "
-    "VALUES (?, ?, ?, ?, (SELECT count(*) FROM spans WHERE trace_id = ?)) "
+    "INSERT INTO traces (trace_id, start_us, end_us, status, span_count) VALUES {values} "
     "ON CONFLICT (trace_id) DO UPDATE SET start_us = min(traces.start_us, excluded.start_us), "
     "end_us = max(traces.end_us, excluded.end_us), status = max(traces.status, excluded.status), "
-    "span_count = excluded.span_count")
+    "span_count = excluded.span_count", "(?, ?, ?, ?, (SELECT count(*) FROM spans WHERE trace_id = ?))")
+_SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999   # SQLite's default limit
+
+
+def _execute_rows(cur, statement: tuple[str, str], rows: list[tuple], per_statement: int = 2000) -> None:
+    """Write ``rows`` with multi-row ``VALUES`` statements of up to ``per_statement`` rows each.
+
+    ``executemany`` runs one step per row and takes Python's GIL back after each, so a batch
+    written beside a busy event loop (the consumer decoding the next fetch) waits up to a switch
+    interval per row; a multi-row statement is one step, one wait. Full statements have one text
+    (the driver's statement cache prepares it once)."""
+    if not rows:
+        return
+    sql, row = statement
+    per = max(1, min(per_statement, _SQLITE_MAX_VARIABLES // len(rows[0])))
+    for i in range(0, len(rows), per):
+        chunk = rows[i:i + per]
+        cur.execute(sql.format(values=", ".join([row] * len(chunk))), [v for r in chunk for v in r])
 _PG_SPAN_BATCH = ("CREATE TEMPORARY TABLE IF NOT EXISTS llmops_span_batch (LIKE spans INCLUDING DEFAULTS) "
                   "ON COMMIT DELETE ROWS")
 _PG_SPANS_FROM_BATCH = (
@@ -152,12 +170,13 @@ class SqlTraceStore:
                 b[0] = min(b[0], r[5])
                 b[1] = max(b[1], r[6])
                 b[2] = max(b[2], r[7])
+        traces = [(tid, b[0], b[1], b[2], tid) for tid, b in bounds.items()]
         with self._write_tx() as cur:
             before = cur.connection.total_changes
-            cur.executemany(_SQLITE_SPANS_INSERT, rows)
+            _execute_rows(cur, _SQLITE_SPANS_INSERT, rows)
             inserted = cur.connection.total_changes - before
             if inserted:
-                cur.executemany(_SQLITE_TRACE_BOUNDS, [(tid, b[0], b[1], b[2], tid) for tid, b in bounds.items()])
+                _execute_rows(cur, _SQLITE_TRACE_BOUNDS, traces)
         return inserted
 
     def _write_spans_postgres(self, rows: list[tuple]) -> int:
