@@ -76,13 +76,15 @@ def migrate(engine: Engine) -> None:
 _SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, service, start_us, end_us, status, status_message, "
                  "attributes_json")
 # {values}: a row's "(...)" repeated, so that one statement writes many rows (see _execute_rows)
-_SQLITE_SPANS_INSERT = (f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES {{values}} "
-                        "ON CONFLICT (trace_id, span_id) DO NOTHING", "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SQLITE_SPANS_INSERT = (
+    (f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES {{values}} ON CONFLICT (trace_id, span_id) DO NOTHING"),
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_TRACE_BOUNDS = (
-    "INSERT INTO traces (trace_id, start_us, end_us, status, span_count) VALUES {values} "
-    "ON CONFLICT (trace_id) DO UPDATE SET start_us = min(traces.start_us, excluded.start_us), "
-    "end_us = max(traces.end_us, excluded.end_us), status = max(traces.status, excluded.status), "
-    "span_count = excluded.span_count", "(?, ?, ?, ?, (SELECT count(*) FROM spans WHERE trace_id = ?))")
+    ("INSERT INTO traces (trace_id, start_us, end_us, status, span_count) VALUES {values} "
+     "ON CONFLICT (trace_id) DO UPDATE SET start_us = min(traces.start_us, excluded.start_us), "
+     "end_us = max(traces.end_us, excluded.end_us), status = max(traces.status, excluded.status), "
+     "span_count = excluded.span_count"),
+    "(?, ?, ?, ?, (SELECT count(*) FROM spans WHERE trace_id = ?))")
 _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999   # SQLite's default limit
 
 
