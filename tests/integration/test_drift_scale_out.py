@@ -53,9 +53,11 @@ def second_worker(s, tmp_path):
                                 "data_dir": tmp_path / "worker-2", "drift_db": s.drift_db_url})
 
 
-def run(settings_list, rounds) -> tuple[dict, list]:
+def run(settings_list, rounds, handover_after: int = 0) -> tuple[dict, list]:
     """Start one drift worker per settings (one group), wait until each owns monitors, publish the
-    rounds one by one (each once the last one's windows are judged); what the store holds then."""
+    rounds one by one (each once the last one's windows are judged); what the store holds then.
+    With ``handover_after``, the last worker stops after that round and the others take over its
+    monitors (from the store) for the rounds after it."""
     engines = []
 
     async def build(s):
@@ -79,6 +81,12 @@ def run(settings_list, rounds) -> tuple[dict, list]:
             def judged(n=n):
                 return all(store.reference_of(m) and len(store.windows_of(m)) == n - 1 for m in MONITORS)
             wait_until(judged, timeout_s=120, interval_s=0.5, what=f"round {n}'s windows of every monitor")
+            if n == handover_after:
+                threads.pop().stop()
+                gone = engines.pop()
+                wait_until(lambda: sum(len(e.owned) for e in engines) == len(MONITORS), timeout_s=90,
+                           what=f"the monitors of the stopped worker ({', '.join(sorted(gone.owned))}) to move")
+                settings_list = settings_list[:-1]
         # each worker answers GetStatus for every monitor, its own from memory, the others' from the store
         statuses = []
         for ws in settings_list:
@@ -88,8 +96,8 @@ def run(settings_list, rounds) -> tuple[dict, list]:
         windows = {m: [(w.report_id, w.window_size, w.window_start.ToNanoseconds(), w.window_end.ToNanoseconds(),
                         w.reference_id) for w in store.windows_of(m)] for m in MONITORS}
         refs = {m: store.reference_of(m) for m in MONITORS}
-        owned_after = [set(e.owned) for e in engines]
-        assert owned_after == owned, "no rebalance during the run"
+        if not handover_after:
+            assert [set(e.owned) for e in engines] == owned, "no rebalance during the run"
         return {"windows": windows, "references": refs, "statuses": statuses}, owned
     finally:
         for t in threads:
@@ -116,3 +124,15 @@ def test_two_workers_split_the_monitors_and_cut_the_windows_one_worker_cuts(kafk
     assert two["references"] == one["references"]
     for status in two["statuses"]:                     # both workers tell the same, for all monitors
         assert status == one["statuses"][0]
+
+
+def test_a_worker_that_stops_hands_its_monitors_over_and_the_windows_go_on_alike(kafka, tmp_path):
+    """The second worker stops after round 2; the first loads its monitors (reference, counters,
+    positions) from the store and cuts round 3's windows as one worker alone would."""
+    rounds = workload()
+    one, _ = run([settings_for(tmp_path, kafka, "one")], rounds)
+    s = settings_for(tmp_path, kafka, "two")
+    two, owned = run([s, second_worker(s, tmp_path)], rounds, handover_after=2)
+    assert all(owned) and owned[0].isdisjoint(owned[1])
+    assert two["windows"] == one["windows"] and two["references"] == one["references"]
+    assert two["statuses"] == one["statuses"]
