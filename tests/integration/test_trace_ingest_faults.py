@@ -263,3 +263,40 @@ async def test_only_the_poison_records_among_good_ones_go_to_the_dlq(settings, t
     finally:
         await sink.stop()
         store.close()
+
+
+async def test_the_ingest_rejoins_after_a_broker_restart(tmp_path):
+    """The embedded broker restarted on its port (in memory: its topics and the group's offsets are
+    gone, then re-created): the worker keeps its process, rejoins and stores what comes after."""
+    from llmops.common.broker import EmbeddedBroker
+    from tests.support import free_port
+
+    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
+    await broker.start()
+    settings = make_settings(tmp_path, broker.bootstrap)
+    store = SqlTraceStore(f"sqlite:///{tmp_path}/traces.db")
+    sink = await Sink(settings, store).start()
+    try:
+        before = spans_of(10)
+        await sink.publish(before)
+        await until(lambda: store.count_spans() == len(before), 30, "the spans before the restart")
+        broker.stop()
+        await broker.start()
+        await ensure_topics(settings)           # what the supervisor does after a broker restart
+        after = spans_of(10, first=100)
+        deadline = time.monotonic() + 90
+        while True:   # the producer too reconnects; publish until the broker took them
+            try:
+                await sink.publish(after)
+                break
+            except Exception:  # noqa: BLE001 - the bus is still reconnecting
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.5)
+        await until(lambda: store.count_spans() == len(before) + len(after), 90,
+                    "the spans published after the restart")
+        assert sink.worker.progress.state == OK
+        assert set(span_counts(store).values()) == {(4, 4)}
+    finally:
+        await sink.stop()
+        store.close()
+        broker.stop()
