@@ -113,3 +113,41 @@ def test_observations_keep_how_their_request_was_served(store):
     store.upsert([obs(1, route="chat", deployment="small", deployment_version=2, arm="canary")])
     [o] = list(store.observations_after(0))
     assert (o.route, o.deployment, o.deployment_version, o.arm) == ("chat", "small", 2, "canary")
+
+
+def test_a_monitor_takes_a_trace_once_and_is_restored_with_its_open_rows_in_their_order(store, tmp_path):
+    store.upsert([obs(i) for i in range(1, 7)])
+    assert store.add_rows("m", [(obs(i).trace_id, p, i) for p, i in ((1, 5), (2, 2), (3, 6))]) == {
+        obs(i).trace_id for i in (5, 2, 6)}
+    assert store.add_rows("m", [(obs(5).trace_id, 4, 5), (obs(1).trace_id, 5, 1)]) == {obs(1).trace_id}   # 5 again
+    assert store.add_rows("other", [(obs(5).trace_id, 1, 5)]) == {obs(5).trace_id}            # per monitor
+    assert [(p, o.trace_id) for p, o in store.open_rows("m", 1)] == [(2, obs(2).trace_id), (3, obs(6).trace_id),
+                                                                     (5, obs(1).trace_id)]
+    m = Monitor(MonitorSpec("m", window_size=10, scope=Scope(model="m")), tmp_path)
+    m.last_pos = 2
+    store.save_state(m)
+    fresh = Monitor(MonitorSpec("m", window_size=10, scope=Scope(model="m")), tmp_path)
+    store.restore(fresh)
+    assert list(fresh.current) == [obs(6).trace_id, obs(1).trace_id] and fresh.next_pos == 6   # after position 2
+    removed = store.prune(before_us=10_000_000, keep_after_seq=2**62)   # all old; the open rows' observations stay
+    assert removed[0] == 3 and {o.trace_id for o in store.observations_after(0)} == {obs(i).trace_id for i in (1, 5, 6)}
+
+
+def test_a_judged_window_is_saved_with_the_state_unpublished_until_marked(store, tmp_path):
+    from llmops.drift.monitor import WindowOutcome
+
+    m = Monitor(MonitorSpec("m", window_size=10), tmp_path)
+    m.consecutive, m.last_pos = 1, 10
+    report = events_pb2.DriftReportEvent(monitor="m", report_id="m-w1", drift_detected=True)
+    retrain = events_pb2.RetrainEvent(id="retrain-m-w1", monitor="m", reason="drift")
+    retrain.created_at.FromSeconds(1000)
+    out = WindowOutcome(rows=[], report=report, retrain=retrain)
+    store.commit_window(m, out, 5)
+    store.commit_window(m, out, 6)                                  # the same window again: kept once
+    assert [(k, i) for k, i, _ in store.unpublished("m")] == [("drift", "m-w1"), ("retrain", "retrain-m-w1")]
+    assert [e.id for e in store.list_retrain("m", 10)[0]] == ["retrain-m-w1"]
+    fresh = Monitor(MonitorSpec("m", window_size=10), tmp_path)
+    store.restore(fresh)
+    assert (fresh.consecutive, fresh.last_pos) == (1, 10)
+    store.mark_published([("drift", "m-w1"), ("retrain", "retrain-m-w1")])
+    assert store.unpublished("m") == [] and [w.report_id for w in store.windows_of("m")] == ["m-w1"]
