@@ -90,3 +90,43 @@ def test_a_component_that_ran_for_the_window_starts_its_backoff_again(tmp_path: 
     t += 100                                  # ran long after its restart: a new failure
     assert stack._exited("d", "drift", 1, tmp_path / "x.log", t) is None
     assert r.due_at - t == 1.0 and len(r.exits) == 1
+
+
+def test_a_crashed_faust_app_or_agent_marks_its_consumer_dead():
+    from types import SimpleNamespace
+
+    from llmops.common.runtime import faust_crash_check
+
+    agent = SimpleNamespace(crashed=False, crash_reason=None)
+    app = SimpleNamespace(crashed=False, crash_reason=None, agents={"judge_cheap": agent})
+    worker = SimpleNamespace(crashed=False, crash_reason=None)
+    progress = ConsumerProgress("faust:judging")
+    progress.joined()
+    check = faust_crash_check(app, worker, progress)
+    assert check() is None and progress.state == "ok"
+    agent.crashed, agent.crash_reason = True, RuntimeError("DLQ send failed")
+    v = check()
+    assert v.exit_code == EXIT_CONSUMER_DEAD and progress.state == "dead"
+    assert "agent judge_cheap crashed" in progress.reason and "DLQ send failed" in progress.reason
+
+
+def test_a_long_retry_is_not_a_stall():
+    clock = Clock()
+    a = ConsumerProgress("ingest", clock=clock)
+    a.joined()
+    a.fetched(100)
+    a.retrying("PostgreSQL restarting")
+    clock.t += 3600
+    v = Watchdog(lambda: [a], stall_s=30).check()
+    assert (v.serving, v.exit_code) == (False, 0) and "PostgreSQL restarting" in v.reason
+    lag = ConsumerProgress("lag:tracing", clock=clock)   # the group's committed offsets stand still meanwhile
+    lag.joined()
+    lag.in_hand = 500
+    clock.t += 3600
+    dog = Watchdog(lambda: [a, lag], stall_s=30, clock=clock)
+    assert dog.check().exit_code == 0
+    a.progressed(100)            # the retry succeeded; the lag view has not been measured since
+    clock.t += 5
+    assert dog.check().serving
+    clock.t += 26                # a whole stall limit after the retry, and still nothing committed
+    assert dog.check().exit_code == EXIT_CONSUMER_STALLED

@@ -6,8 +6,8 @@ faust app or a broker that lost its state) and decides what the process is.
 * a consumer ``retrying`` (a transient failure holds its batch): NOT_SERVING while it lasts, SERVING
   again once it progresses; the process stays;
 * a consumer ``dead``: NOT_SERVING and the process exits with :data:`EXIT_CONSUMER_DEAD`;
-* a consumer with work (records in hand, or lag) and no progress for ``LLMOPS_CONSUMER_STALL_S``:
-  NOT_SERVING and exit with :data:`EXIT_CONSUMER_STALLED`;
+* a consumer with work (records in hand, or lag) and no progress for ``LLMOPS_CONSUMER_STALL_S``,
+  and not retrying: NOT_SERVING and exit with :data:`EXIT_CONSUMER_STALLED`;
 * the broker lost its state (restarted in memory) under a consumer that cannot rejoin in place
   (faust): exit with :data:`EXIT_BROKER_RESET`.
 
@@ -17,6 +17,7 @@ up``, Kubernetes, systemd); a process that exits is restarted. The state of each
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -46,15 +47,23 @@ Check = Callable[[], "Verdict | None"]
 
 class Watchdog:
     def __init__(self, progress: Callable[[], Iterable[ConsumerProgress]], stall_s: float,
-                 checks: Iterable[Check] = ()) -> None:
+                 checks: Iterable[Check] = (), clock: Callable[[], float] = time.monotonic) -> None:
         self.progress = progress
         self.stall_s = stall_s
         self.checks = list(checks)
+        self.clock = clock
+        self._retried_at = float("-inf")   # last time a consumer was seen retrying
 
     def states(self) -> dict[str, str]:
         """{consumer: state}, ``stalled`` for a consumer past the stall limit."""
-        return {p.name: ("stalled" if p.state != DEAD and p.stalled_for() >= self.stall_s else p.state)
-                for p in self.progress()}
+        return {p.name: ("stalled" if self._stalled(p) else p.state) for p in self.progress()}
+
+    def _stalled(self, p: ConsumerProgress) -> bool:
+        # a consumer that knowingly holds its batch on a transient failure is retrying, not stuck: a
+        # restart would not bring the store back, and it is NOT_SERVING meanwhile. Nor is anything stuck
+        # until a stall limit has passed since the last retry (offsets stood still while it lasted)
+        return (p.state not in (DEAD, RETRYING) and p.stalled_for() >= self.stall_s
+                and self.clock() - self._retried_at >= self.stall_s)
 
     def check(self) -> Verdict:
         consumers = list(self.progress())
@@ -65,12 +74,13 @@ class Watchdog:
         for v in found:
             if v.exit_code:
                 return v
-        for p in consumers:
-            stalled = p.stalled_for()
-            if stalled >= self.stall_s:
-                return Verdict(False, EXIT_CONSUMER_STALLED,
-                               f"consumer {p.name} made no progress for {stalled:.0f}s with {p.in_hand} records to do")
         retrying = [p for p in consumers if p.state == RETRYING]
+        if retrying:
+            self._retried_at = self.clock()
+        for p in consumers:
+            if self._stalled(p):
+                return Verdict(False, EXIT_CONSUMER_STALLED, f"consumer {p.name} made no progress for "
+                               f"{p.stalled_for():.0f}s with {p.in_hand} records to do")
         if retrying:
             return Verdict(False, 0, "; ".join(f"consumer {p.name} is retrying: {p.reason}" for p in retrying))
         return found[0] if found else SERVING
