@@ -130,4 +130,5 @@ async def build(settings: Settings) -> ServiceParts:
         register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s.server),
         service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
         start=start, stop=stop, ready=ready,
+        progress=[decisions.progress],   # the runtime's watchdog: a dead decisions consumer ends the process
     )
