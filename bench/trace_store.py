@@ -1,6 +1,7 @@
 """The trace store alone, under concurrent writers: spans per second written straight into the
 store (no Kafka) by 1 and by 4 writer threads, each with its own connection, with a third of the
-batches redelivered (as a rebalance would), on SQLite and PostgreSQL, side by side in one run.
+batches redelivered (as a rebalance would), on SQLite and PostgreSQL, side by side in one run, in
+batches of the size the tracing service writes, with spans shaped like the inference service's.
 
 This tells how much of trace_ingest's rate the store itself allows, and whether more tracing
 workers sharing one PostgreSQL help. Every run checks that each span was stored exactly once."""
@@ -13,12 +14,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
+from llmops.tracing.store import SqlTraceStore
 
 from bench.common import report
 from bench.trace_ingest import POSTGRES, make_spans
-from llmops.tracing.store import SqlTraceStore
 
-BATCH = 256   # what one tracing agent batch holds at most
+BATCH = 8000   # what the tracing service writes per transaction at most (KafkaBatchWorker max_write)
 
 
 def run_one(backend: str, writers: int, n: int) -> list:
@@ -52,7 +53,7 @@ def run_one(backend: str, writers: int, n: int) -> list:
     return [backend, writers, len(spans), delivered, elapsed, len(spans) / elapsed]
 
 
-def run(n: int = 40_000) -> dict:
+def run(n: int = 100_000) -> dict:
     rows = [run_one(b, w, n) for b in ("sqlite", "postgresql") for w in (1, 4)]
     rate = {(r[0], r[1]): r[5] for r in rows}
     extra = {"batch": BATCH, "ratio_4_to_1": {b: rate[(b, 4)] / rate[(b, 1)] for b in ("sqlite", "postgresql")}}

@@ -269,6 +269,7 @@ async def test_the_ingest_rejoins_after_a_broker_restart(tmp_path):
     """The embedded broker restarted on its port (in memory: its topics and the group's offsets are
     gone, then re-created): the worker keeps its process, rejoins and stores what comes after."""
     from llmops.common.broker import EmbeddedBroker
+
     from tests.support import free_port
 
     broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
