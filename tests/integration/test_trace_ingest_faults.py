@@ -301,3 +301,26 @@ async def test_the_ingest_rejoins_after_a_broker_restart(tmp_path):
         await sink.stop()
         store.close()
         broker.stop()
+
+
+async def test_a_second_worker_joining_mid_stream_loses_and_duplicates_nothing(kafka, tmp_path):
+    """A rebalance while batches are queued and in flight: the first worker drops what it had
+    queued for the partitions it gives up (uncommitted), the second reads them again."""
+    settings = make_settings(tmp_path, kafka, topic_partitions=2)
+    store = SqlTraceStore(f"sqlite:///{tmp_path}/traces.db")
+    first = await Sink(settings, store).start()
+    second = Sink(settings, store)
+    try:
+        spans = spans_of(300)
+        await first.publish(spans[:600])
+        await second.start()                      # joins: the group rebalances over the two partitions
+        await first.publish(spans[600:])
+        await until(lambda: store.count_spans() == len(spans), 60, "every span stored by the two workers")
+        assert set(span_counts(store).values()) == {(4, 4)}
+        assert first.worker.progress.state == OK and second.worker.progress.state == OK
+        assert second.worker.progress.handled > 0     # it took over a partition
+        assert await first.dead_letters() == []
+    finally:
+        await second.stop()
+        await first.stop()
+        store.close()
