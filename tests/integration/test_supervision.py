@@ -79,6 +79,12 @@ def test_killed_service_and_restarted_broker_come_back_and_traffic_flows(tmp_pat
     measured: dict[str, float] = {}
 
     async def main() -> None:
+        try:
+            await phases()
+        finally:   # whatever failed, no process is left behind
+            await stack.stop()
+
+    async def phases() -> None:
         await stack.start()
         stop = asyncio.Event()
         supervisor = asyncio.create_task(stack.watch(stop))
@@ -136,11 +142,11 @@ def test_a_service_that_keeps_crashing_makes_the_stack_give_up(tmp_path):
     stack = Stack(s, services=("tracing",), on_progress=lines.append)
 
     async def main() -> str | None:
-        await stack.start()
         stop = asyncio.Event()
-        supervisor = asyncio.create_task(stack.watch(stop))
         killed: set[int] = set()
         try:
+            await stack.start()
+            supervisor = asyncio.create_task(stack.watch(stop))
             while not supervisor.done():     # every process it starts dies at once
                 proc = stack.procs["tracing"].proc
                 if proc.pid not in killed and proc.poll() is None:
