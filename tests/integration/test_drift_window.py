@@ -110,7 +110,7 @@ async def test_a_window_that_cannot_be_evaluated_is_counted_logged_and_skipped(t
     rng = np.random.default_rng(5)
     store = DriftStore(f"sqlite:///{tmp_path}/drift.db")
     engine = DriftEngine([MonitorSpec("m", window_size=20)], store, lambda texts: embeddings(rng, len(texts)),
-                         Sender(), {}, reports_dir=blocked)
+                         Sender(), {}, reports_dir=blocked, sweep_interval_s=3600)   # the test sweeps itself
     await engine.start()
     errors = metrics.DRIFT_WINDOWS.labels("m", "error")
 
