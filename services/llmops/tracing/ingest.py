@@ -63,7 +63,20 @@ class TraceIngestor:
         retries it with backoff: nothing is dead-lettered and nothing committed meanwhile (what a
         retry writes again is stored once: every write is idempotent). A deterministic failure
         is narrowed down by halving the batch, so only the rows the store refuses go to the DLQ."""
-        rejected, batches = self.decode(records)
+        return await self.handle_prepared([self.decode(records)])
+
+    def prepare(self, records: list[Record]):
+        """Decoding, ahead of the write (the batch worker runs it in its fetch stage)."""
+        return self.decode(records)
+
+    async def handle_prepared(self, prepared: list) -> list[Rejected]:
+        """Store what :meth:`prepare` made of one or more fetches (see :meth:`handle`)."""
+        rejected: list[Rejected] = []
+        batches: dict[str, list[tuple[Record, object]]] = defaultdict(list)
+        for piece_rejected, piece in prepared:
+            rejected += piece_rejected
+            for topic, items in piece.items():
+                batches[topic] += items
         for topic, items in batches.items():
             rejected += await self._write(topic, items)
         return rejected
