@@ -48,8 +48,12 @@ class LagMonitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Python 3.11's wait_for can swallow a cancel that lands as measure() completes: the loop
+            # would then go on for ever (seen as a hung stop), so cancel until the task has ended
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         for client in (self._consumer, self._admin):
             if client is not None:
