@@ -33,7 +33,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -93,8 +93,7 @@ class BusStats:
     shutdown: dict[str, float] = field(default_factory=dict)   # the last stop(): budget, took, counts
 
 
-@dataclass(frozen=True)
-class _Outgoing:
+class _Outgoing(NamedTuple):   # a tuple: built for every event on the request path
     topic: str
     key: bytes | None
     value: bytes
@@ -106,15 +105,15 @@ class _Unit:
     """One request's events and where each of them is: ``outcomes[i]`` None while pending."""
     __slots__ = ("detail", "drops", "failed", "held", "items", "nbytes", "outcomes", "resolved", "sent")
 
-    def __init__(self, items: list[_Outgoing]) -> None:
+    def __init__(self, items: list[_Outgoing], nbytes: int) -> None:
         self.items = items
-        self.nbytes = sum(i.size for i in items)
+        self.nbytes = nbytes
         self.sent = 0                                   # items handed to the producer
         self.outcomes: list[str | None] = [None] * len(items)
         self.resolved = 0
         self.failed: str | None = None                  # the first reason one of its events was not delivered
         self.held = False                               # counted against the buffer's bounds
-        self.drops: Counter[tuple[str, str]] = Counter()   # undelivered events by (topic, reason)
+        self.drops: Counter[tuple[str, str]] | None = None   # undelivered events by (topic, reason)
         self.detail = ""                                # what went wrong first, for the log
 
     @property
@@ -207,6 +206,9 @@ class EventBus:
         self._aborting = False       # stop() gave up on what the producer still held
         self._refused_stopping = 0   # events refused while stop() ran
         self.drops = DropLog(log, drop_log_interval_s)
+        self._published: dict = {}   # metric children by topic (labels() is a lookup under a lock)
+        self._units_delivered = metrics.PUBLISH_UNITS.labels(DELIVERED)
+        self._drained = 0
         self.stats = BusStats()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -259,8 +261,9 @@ class EventBus:
             self._resolve(unit, range(unit.sent, len(unit.items)), SHUTDOWN)
         self._buffered_events = 0
         # 3. close the producer: it flushes what it holds, within what is left of the budget
+        abort_reserve = min(0.5, 0.1 * timeout_s)   # for cutting the producer short, within the budget
         closing = asyncio.create_task(self._producer.stop(), name="event-bus-producer-stop")
-        done, _ = await asyncio.wait({closing}, timeout=max(0.0, deadline - loop.time()))
+        done, _ = await asyncio.wait({closing}, timeout=max(0.0, deadline - abort_reserve - loop.time()))
         if not done:
             # the broker does not acknowledge: end the producer's sender task, so that stop() goes on
             # to close the connections; what the producer held is counted below
@@ -268,11 +271,11 @@ class EventBus:
             sender = getattr(getattr(self._producer, "_sender", None), "sender_task", None)
             if sender is not None and not sender.done():
                 sender.cancel()
-            done, _ = await asyncio.wait({closing}, timeout=1.0)
+            done, _ = await asyncio.wait({closing}, timeout=max(0.05, deadline - loop.time()))
             if not done:
                 closing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(closing, 0.5)
+                    await asyncio.wait_for(closing, 0.1)
         if closing.done() and not closing.cancelled() and closing.exception() is not None:
             log.warning("closing the Kafka producer: %s", _why(closing.exception()))
         # 4. what the producer held unacknowledged: counted too
@@ -303,20 +306,24 @@ class EventBus:
         event counted undelivered with the reason (bus not started or stopping, a full buffer, an
         event too large for the producer)."""
         items = []
+        nbytes = biggest = 0
+        big: _Outgoing | None = None
         for topic, key, message, tp in events:
             value, headers = encode(message, tp)
             k = key.encode() if key else None
-            items.append(_Outgoing(topic, k, value, headers,
-                                   DefaultRecordBatchBuilder.estimate_size_in_bytes(k, value, headers)))
+            item = _Outgoing(topic, k, value, headers, DefaultRecordBatchBuilder.estimate_size_in_bytes(k, value, headers))
+            items.append(item)
+            nbytes += item.size
+            if item.size > biggest:
+                big, biggest = item, item.size
         if not items:
             return True
-        unit = _Unit(items)
+        unit = _Unit(items, nbytes)
         if self._state != "running":
             if self._state == "stopping":
                 self._refused_stopping += len(items)
             return self._refuse(unit, BUS_NOT_STARTED if self._state == "new" else SHUTDOWN)
-        big = max(items, key=lambda i: i.size)
-        if big.size > self.max_message_bytes:
+        if big is not None and big.size > self.max_message_bytes:
             return self._refuse(unit, TOO_LARGE, f"{big.topic} event of {big.size} bytes > "
                                                  f"LLMOPS_KAFKA_MAX_MESSAGE_BYTES={self.max_message_bytes}")
         if len(items) > self.max_events or unit.nbytes > self.max_bytes:
@@ -331,7 +338,6 @@ class EventBus:
         self._buffer.append(unit)
         self._buffered_events += len(items)
         self._wakeup.set()
-        self._gauges()
         return True
 
     async def flush(self, timeout_s: float = 10.0) -> None:
@@ -355,11 +361,14 @@ class EventBus:
             self._buffered_events -= len(unit.items)
             self._current = unit
             self._in_flight.add(unit)
-            self._gauges()
+            self._drained += 1
+            if not self._buffer or self._drained % 128 == 0:
+                self._gauges()
             try:
-                # metadata first: a broker that is away fails the unit before any of it is sent
-                for topic in {i.topic for i in unit.items}:
-                    await self._producer.partitions_for(topic)
+                if len(unit.items) > 1:
+                    # metadata first: a broker that is away fails the unit before any of it is sent
+                    for topic in {i.topic for i in unit.items}:
+                        await self._producer.partitions_for(topic)
                 for n, item in enumerate(unit.items):
                     fut = await self._producer.send(item.topic, item.value, key=item.key, headers=item.headers)
                     unit.sent = n + 1
@@ -383,7 +392,7 @@ class EventBus:
             unit.outcomes[i] = DELIVERED
             unit.resolved += 1
             self.stats.published += 1
-            metrics.EVENTS_PUBLISHED.labels(item.topic).inc()
+            self._published_metric(item.topic).inc()
             self._maybe_settle(unit)
 
     def _resolve(self, unit: _Unit, indexes, reason: str, detail: str = "") -> None:
@@ -400,7 +409,10 @@ class EventBus:
         n = sum(counts.values())
         if n:
             unit.failed = unit.failed or reason
-            unit.drops.update(counts)
+            if unit.drops is None:
+                unit.drops = counts
+            else:
+                unit.drops.update(counts)
             unit.detail = unit.detail or detail
             self.stats.undelivered += n
             self.stats.undelivered_by_reason[reason] = self.stats.undelivered_by_reason.get(reason, 0) + n
@@ -416,14 +428,20 @@ class EventBus:
             self._in_flight.discard(unit)
             if not self._held_events:
                 self._idle.set()
-            self._gauges()
+                self._gauges()
         if unit.failed is None:
             self.stats.units_published += 1
-            metrics.PUBLISH_UNITS.labels(DELIVERED).inc()
+            self._units_delivered.inc()
         else:
             self.stats.units_undelivered += 1
             metrics.PUBLISH_UNITS.labels(unit.failed).inc()
             self.drops.add(unit.drops, f"trace {unit.key}" + (f": {unit.detail}" if unit.detail else ""))
+
+    def _published_metric(self, topic: str):
+        child = self._published.get(topic)
+        if child is None:
+            child = self._published[topic] = metrics.EVENTS_PUBLISHED.labels(topic)
+        return child
 
     def _gauges(self) -> None:
         metrics.PUBLISH_QUEUE_DEPTH.set(self._buffered_events)
