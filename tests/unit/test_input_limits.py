@@ -35,6 +35,8 @@ def test_a_2_mb_metadata_value_is_refused_naming_the_field_and_the_limit():
     ({"user_id": "u" * 300}, "`user_id`", "at most 256 characters"),
     ({"prompt_template": "t" * 300}, "`prompt_template`", "at most 256 characters"),
     ({"model": "m" * 300}, "`model`", "at most 256 characters"),
+    ({"retrieval": inference_pb2.RetrievalOptions(enabled=True, collection="c" * 300)}, "`retrieval.collection`",
+     "at most 256 characters"),
 ])
 def test_each_limit_names_its_field(kw, field, limit):
     req = inference_pb2.GenerateRequest(**({"prompt": "hi"} | kw) if "messages" not in kw else kw)

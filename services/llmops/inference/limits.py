@@ -25,7 +25,7 @@ class InputLimits:
     max_metadata_key_chars: int = 128
     max_metadata_value_chars: int = 4096
     max_metadata_bytes: int = DEFAULT_MESSAGE_BYTES // 16   # every key and value together (UTF-8)
-    max_id_chars: int = 256                                 # session_id, user_id, prompt_template, model
+    max_id_chars: int = 256   # session_id, user_id, prompt_template, model, retrieval.collection
 
     @classmethod
     def for_message_bytes(cls, message_bytes: int) -> InputLimits:
@@ -93,4 +93,5 @@ def check_generate_request(req, limits: InputLimits = DEFAULT_LIMITS) -> None:
     check_text("messages", sum(utf8_len(m.content) for m in req.messages), limits)
     for name in ("session_id", "user_id", "prompt_template", "model"):
         check_id(name, getattr(req, name), limits)
+    check_id("retrieval.collection", req.retrieval.collection, limits)   # a span attribute of the request
     check_metadata(req.metadata, limits)
