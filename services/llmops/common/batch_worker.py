@@ -33,24 +33,7 @@ class _Fetched:
     epoch: int                                   # the assignment it was fetched under
     records: list[Record]
     offsets: dict = field(default_factory=dict)  # TopicPartition -> next offset to commit
-    size: int = 0                                # bytes of values
-    prepared: list = field(default_factory=list)  # what the consumer's prepare() made of each fetch
-
-
-class _PreparedBatch:
-    """The consumer as :func:`handle_batch` sees it when the fetch stage has already prepared
-    (decoded) the batch: the whole batch, retried as often as a transient failure takes, goes to
-    ``consumer.handle_prepared``; a part of it (handle_batch halving it to find poison) goes the
-    ordinary way, ``consumer.handle``."""
-
-    def __init__(self, consumer, records: list[Record], prepared: list) -> None:
-        self.consumer, self.records, self.prepared = consumer, records, prepared
-
-    async def handle(self, part: list[Record]):
-        whole = self.records
-        if len(part) == len(whole) and part[0] is whole[0] and part[-1] is whole[-1]:
-            return await self.consumer.handle_prepared(self.prepared)
-        return await self.consumer.handle(part)
+    size: int = 0                                # bytes of keys and values
 
 
 class KafkaBatchWorker:
@@ -64,10 +47,6 @@ class KafkaBatchWorker:
     committed under the consumer group ``group``. ``start()`` returns once the member has joined
     its group and holds its partitions; ``progress`` (a :class:`ConsumerProgress`) tells the
     runtime's watchdog whether it is ok, retrying or dead.
-
-    A consumer that also has ``prepare(records)`` (no I/O: decoding) and
-    ``handle_prepared(list of what prepare returned)`` gets each fetch prepared by the fetch stage,
-    so decoding the next batch overlaps the store writing this one.
 
     ``max_batch``: records per fetch; ``max_write``: records per write (queued fetches are merged
     up to it); ``queued``: fetches held ahead of the writer before fetching pauses, and at most
@@ -86,9 +65,6 @@ class KafkaBatchWorker:
         self.group, self.topics, self.consumer, self.name = group, topics, consumer, name
         self.max_batch, self.within_ms, self.max_write = max_batch, within_ms, max_write
         self.progress = ConsumerProgress(name)
-        has_prepare = callable(getattr(consumer, "prepare", None)) and callable(
-            getattr(consumer, "handle_prepared", None))
-        self._prepare = consumer.prepare if has_prepare else None
         self._dlq_factory = dlq_factory
         self.backoff_first_s, self.backoff_max_s = backoff_first_s, backoff_max_s
         session_ms = settings.kafka_session_timeout_ms
@@ -187,14 +163,7 @@ class KafkaBatchWorker:
                 self._in_hand += len(records)
                 self._queued_bytes += size
                 self.progress.fetched(self._in_hand)
-                fetched = _Fetched(self._epoch, records, offsets, size)
-                if self._prepare is not None:
-                    try:
-                        fetched.prepared.append(self._prepare(records))
-                    except Exception:
-                        log.exception("%s: preparing %d records failed", self.name, len(records))
-                        fetched.prepared = None
-                self._queue.put_nowait(fetched)   # there is room: see _pause_when_full
+                self._queue.put_nowait(_Fetched(self._epoch, records, offsets, size))   # room: _pause_when_full
 
     def _pause_when_full(self) -> None:
         """The fetcher is the queue's only producer: while the queue is full, the assigned
@@ -223,8 +192,7 @@ class KafkaBatchWorker:
             if first.epoch != self._epoch:
                 self._in_hand -= len(first.records)
                 continue
-            batch = _Fetched(first.epoch, list(first.records), dict(first.offsets), 0,
-                             None if first.prepared is None else list(first.prepared))
+            batch = _Fetched(first.epoch, list(first.records), dict(first.offsets))
             while len(batch.records) < self.max_write and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 self._queued_bytes -= nxt.size
@@ -233,8 +201,6 @@ class KafkaBatchWorker:
                     continue
                 batch.records += nxt.records
                 batch.offsets.update(nxt.offsets)      # later fetches of a partition end further on
-                batch.prepared = None if batch.prepared is None or nxt.prepared is None else (
-                    batch.prepared + nxt.prepared)
             self._idle.clear()
             try:
                 await self._write_batch(batch, dlq)
@@ -253,9 +219,7 @@ class KafkaBatchWorker:
         from aiokafka.errors import KafkaError
 
         try:
-            consumer = self.consumer if not batch.prepared else _PreparedBatch(self.consumer, batch.records,
-                                                                                batch.prepared)
-            await handle_batch(consumer, batch.records, dlq, self.progress, backoff_first_s=self.backoff_first_s,
+            await handle_batch(self.consumer, batch.records, dlq, self.progress, backoff_first_s=self.backoff_first_s,
                                backoff_max_s=self.backoff_max_s, group=self.group, name=self.name,
                                stopping=lambda: batch.epoch != self._epoch or (
                                    self._stopping and time.monotonic() >= self._stop_deadline))

@@ -112,7 +112,7 @@ async def build(settings: Settings) -> ServiceParts:
     async def stop() -> None:
         if gateway is not None:
             await gateway.stop()    # first: no new HTTP request once the bus stops
-        await engine.drain_shadows()
+        await engine.drain_shadows(min(10.0, parts.time_left() / 4))
         for t in joining:
             if not t.done():
                 t.cancel()
@@ -121,14 +121,17 @@ async def build(settings: Settings) -> ServiceParts:
         with contextlib.suppress(Exception):
             await decisions.stop()
         await feed.stop()
-        await bus.stop()
+        # the publisher gets what is left of the stop budget (less a second for the rest), so that it
+        # counts and reports what it cannot flush rather than being cut short uncounted
+        await bus.stop(timeout_s=parts.time_left(1.0) if parts.stop_deadline else 10.0)
         await retrieval.close()
         router.close()
         await asyncio.to_thread(store.close)
 
-    return ServiceParts(
+    parts = ServiceParts(
         register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s.server),
         service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
         start=start, stop=stop, ready=ready,
         progress=[decisions.progress],   # the runtime's watchdog: a dead decisions consumer ends the process
     )
+    return parts

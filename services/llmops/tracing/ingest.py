@@ -40,8 +40,12 @@ class TraceIngestor:
         self.store = store
         metrics.FEEDBACK_SCORES.labels("user")   # exported from the start: the first feedback is an increase
         metrics.FEEDBACK_NEGATIVE.labels("user")
+        # spans, the bulk, are made the store's rows while they are decoded (on the event loop), so
+        # the write's thread runs little more than the SQL, mostly outside the GIL
+        span_rows = getattr(store, "write_span_rows", None) and getattr(store, "span_row", None)
+        self._to_row = {events_pb2.SpanEvent: store.span_row} if span_rows else {}
         self.kinds = {
-            f"{topic_prefix}spans": (events_pb2.SpanEvent, store.write_spans),
+            f"{topic_prefix}spans": (events_pb2.SpanEvent, store.write_span_rows if span_rows else store.write_spans),
             f"{topic_prefix}completions": (events_pb2.CompletionEvent, store.write_completions),
             f"{topic_prefix}scores": (events_pb2.ScoreEvent, store.write_scores),
             f"{topic_prefix}feedback": (events_pb2.FeedbackEvent,
@@ -63,27 +67,14 @@ class TraceIngestor:
         retries it with backoff: nothing is dead-lettered and nothing committed meanwhile (what a
         retry writes again is stored once: every write is idempotent). A deterministic failure
         is narrowed down by halving the batch, so only the rows the store refuses go to the DLQ."""
-        return await self.handle_prepared([self.decode(records)])
-
-    def prepare(self, records: list[Record]):
-        """Decoding, ahead of the write (the batch worker runs it in its fetch stage)."""
-        return self.decode(records)
-
-    async def handle_prepared(self, prepared: list) -> list[Rejected]:
-        """Store what :meth:`prepare` made of one or more fetches (see :meth:`handle`)."""
-        rejected: list[Rejected] = []
-        batches: dict[str, list[tuple[Record, object]]] = defaultdict(list)
-        for piece_rejected, piece in prepared:
-            rejected += piece_rejected
-            for topic, items in piece.items():
-                batches[topic] += items
+        rejected, batches = self.decode(records)
         for topic, items in batches.items():
             rejected += await self._write(topic, items)
         return rejected
 
     def decode(self, records: list[Record]) -> tuple[list[Rejected], dict[str, list[tuple[Record, object]]]]:
-        """The events of ``records`` by topic, and what cannot be decoded (no I/O: a fetch stage may
-        run it ahead of the writes)."""
+        """The events of ``records`` by topic (spans as the store's rows when it takes rows), and
+        what cannot be decoded (no I/O)."""
         rejected: list[Rejected] = []
         batches: dict[str, list[tuple[Record, object]]] = defaultdict(list)
         kinds = self.kinds
@@ -106,7 +97,8 @@ class TraceIngestor:
                         ev = read_event(r, cls)
                 else:
                     ev = read_event(r, cls)
-                batches[r.topic].append((r, ev))
+                to_row = self._to_row.get(cls)
+                batches[r.topic].append((r, ev if to_row is None else to_row(ev)))
             except UndecodableMessage as exc:
                 rejected.append(Rejected(r, str(exc)))
         return rejected, batches

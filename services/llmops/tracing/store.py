@@ -154,7 +154,15 @@ class SqlTraceStore:
         """Store spans once each (a redelivery adds nothing); returns how many were new."""
         if not spans:
             return 0
-        rows = [_span_row(s) for s in spans]
+        return self.write_span_rows([_span_row(s) for s in spans])
+
+    #: a span as the row :meth:`write_span_rows` takes (a consumer may build rows ahead of the write)
+    span_row = staticmethod(_span_row)
+
+    def write_span_rows(self, rows: list[tuple]) -> int:
+        """:meth:`write_spans` of spans already made rows by :attr:`span_row`."""
+        if not rows:
+            return 0
         if self.is_sqlite:
             return self._write_spans_sqlite(rows)
         return self._write_spans_postgres(rows)
