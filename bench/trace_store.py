@@ -31,7 +31,9 @@ def run_one(backend: str, writers: int, n: int) -> list:
         url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
     else:
         url = f"sqlite:///{tempfile.mkdtemp(prefix='llmops-bench-')}/traces.db"
-    store = SqlTraceStore(url)
+    # writers queue for SQLite's one write lock: wait as long as that takes (the tracing service
+    # retries a write whose lock wait ran out; a bare store call would fail)
+    store = SqlTraceStore(url, write_lock_timeout_s=120)
     try:
         spans = make_spans(n)
         batches = [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]

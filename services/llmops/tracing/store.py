@@ -130,7 +130,7 @@ def _span_row(s: events_pb2.SpanEvent) -> tuple:
 
 
 class SqlTraceStore:
-    def __init__(self, url: str, *, run_migrations: bool = True, write_lock_timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, run_migrations: bool = True, write_lock_timeout_s: float = 5.0) -> None:
         """``write_lock_timeout_s``: how long a write waits for a lock another session holds
         (SQLite's busy timeout, PostgreSQL's lock_timeout) before it fails as transient."""
         self.url = url
