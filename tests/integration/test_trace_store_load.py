@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-
 from llmops.tracing.store import MIGRATIONS, SqlTraceStore, TraceQuery
 from llmops.v1 import common_pb2
+
 from tests.integration.test_trace_store import completion, score_event, span
 
 pytestmark = pytest.mark.postgres
