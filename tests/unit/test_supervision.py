@@ -130,3 +130,38 @@ def test_a_long_retry_is_not_a_stall():
     assert dog.check().serving
     clock.t += 26                # a whole stall limit after the retry, and still nothing committed
     assert dog.check().exit_code == EXIT_CONSUMER_STALLED
+
+
+def test_a_slow_batch_whose_handler_still_works_is_not_a_stall_and_a_silent_one_is():
+    import asyncio
+
+    from llmops.common.batch_handling import handle_batch
+    from llmops.common.envelope import Record
+    from llmops.common.liveness import still_working
+
+    clock = Clock()
+    agent = ConsumerProgress("app.judging-llm/judge_llm", clock=clock)
+    group = ConsumerProgress("lag:app.judging-llm", clock=clock)
+    agent.joined(), group.joined()
+    dog = Watchdog(lambda: [agent, group], stall_s=300, clock=clock)
+    seen = []
+
+    class SlowJudge:       # each judge-model call takes 200 s of the clock; four calls per batch
+        async def handle(self, records):
+            for _ in range(4):
+                clock.t += 200
+                await asyncio.to_thread(still_working)   # a call done (threads see the consumer too)
+                seen.append(dog.check())
+            return []
+
+    records = [Record("completions", 0, i, b"k", b"v", [], 0) for i in range(4)]
+    group.in_hand = 40                                  # lag behind it; offsets stand still meanwhile
+    asyncio.run(handle_batch(SlowJudge(), records, dlq=None, progress=agent))
+    assert all(v.serving for v in seen), [v.reason for v in seen]
+    assert agent.handled == 4
+    # a handler that hangs says nothing: the agent and the group's offsets are then stuck
+    agent.fetched(4)
+    clock.t += 301
+    v = dog.check()
+    assert (v.serving, v.exit_code) == (False, EXIT_CONSUMER_STALLED)
+    assert still_working() is None                      # outside a handler it does nothing

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from llmops.common import metrics
 from llmops.common.envelope import Record
-from llmops.common.liveness import ConsumerProgress
+from llmops.common.liveness import ConsumerProgress, handling
 from llmops.common.retry import Backoff, is_transient
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ async def handle_batch(
     async def handle(part: list[Record]) -> list[Rejected]:
         while True:
             try:
-                result = await consumer.handle(part)
+                with handling(progress):
+                    result = await consumer.handle(part)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is either held or narrowed down

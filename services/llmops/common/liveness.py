@@ -17,9 +17,11 @@ so that any supervisor (``llmops up``, Kubernetes, systemd) restarts it.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 STARTING, OK, RETRYING, DEAD = "starting", "ok", "retrying", "dead"
 
@@ -32,6 +34,7 @@ class ConsumerProgress:
     reason: str = ""                 # why it is retrying or dead
     last_beat: float = field(default=0.0)       # the loop went round (polled, idle or not)
     last_progress: float = field(default=0.0)   # a batch was handled and committed
+    last_work: float = field(default=0.0)       # the handler said it is still working (see still_working)
     retrying_since: float = 0.0
     in_hand: int = 0                 # records fetched and not yet committed
     handled: int = 0                 # records handled (committed) since start
@@ -68,6 +71,34 @@ class ConsumerProgress:
     def died(self, reason: str) -> None:
         self.state, self.reason = DEAD, reason
 
+    def worked(self) -> None:
+        self.last_work = self.clock()
+
     def stalled_for(self) -> float:
-        """Seconds without progress while a batch is in hand (0 when there is nothing to do)."""
-        return self.clock() - self.last_progress if self.in_hand else 0.0
+        """Seconds without progress (a committed batch, or a handler's word that it is still
+        working) while a batch is in hand; 0 when there is nothing to do."""
+        return self.clock() - max(self.last_progress, self.last_work) if self.in_hand else 0.0
+
+
+_handling: contextvars.ContextVar[ConsumerProgress | None] = contextvars.ContextVar("llmops_handling", default=None)
+
+
+@contextlib.contextmanager
+def handling(progress: ConsumerProgress) -> Iterator[None]:
+    """Within it (a consumer's ``handle`` and the tasks and threads it starts), :func:`still_working`
+    reports to ``progress``."""
+    token = _handling.set(progress)
+    try:
+        yield
+    finally:
+        _handling.reset(token)
+
+
+def still_working() -> None:
+    """Tell the consumer whose batch is being handled that its handler moves on, if slowly (one
+    judge-model call finished, one window judged): a batch that takes longer than the stall limit
+    is then slow, not stuck, and the watchdog leaves the process alone. A handler that hangs says
+    nothing and is caught. Does nothing outside a consumer's handler."""
+    p = _handling.get()
+    if p is not None:
+        p.worked()

@@ -56,14 +56,23 @@ class Watchdog:
 
     def states(self) -> dict[str, str]:
         """{consumer: state}, ``stalled`` for a consumer past the stall limit."""
-        return {p.name: ("stalled" if self._stalled(p) else p.state) for p in self.progress()}
+        consumers = list(self.progress())
+        return {p.name: ("stalled" if self._stalled(p, consumers) else p.state) for p in consumers}
 
-    def _stalled(self, p: ConsumerProgress) -> bool:
+    def _stalled(self, p: ConsumerProgress, consumers: Iterable[ConsumerProgress] = ()) -> bool:
         # a consumer that knowingly holds its batch on a transient failure is retrying, not stuck: a
         # restart would not bring the store back, and it is NOT_SERVING meanwhile. Nor is anything stuck
         # until a stall limit has passed since the last retry (offsets stood still while it lasted)
-        return (p.state not in (DEAD, RETRYING) and p.stalled_for() >= self.stall_s
-                and self.clock() - self._retried_at >= self.stall_s)
+        if p.state in (DEAD, RETRYING) or p.stalled_for() < self.stall_s or self.clock() - self._retried_at < self.stall_s:
+            return False
+        # a group's committed offsets (``lag:<group>``) stand still while one of its consumers works
+        # through a slow batch (a judge model on every completion): slow is not stuck
+        if p.name.startswith("lag:"):
+            group = p.name[4:] + "/"
+            worked = [q.last_work for q in consumers if q.name.startswith(group)]
+            if worked and self.clock() - max(worked) < self.stall_s:
+                return False
+        return True
 
     def check(self) -> Verdict:
         consumers = list(self.progress())
@@ -78,7 +87,7 @@ class Watchdog:
         if retrying:
             self._retried_at = self.clock()
         for p in consumers:
-            if self._stalled(p):
+            if self._stalled(p, consumers):
                 return Verdict(False, EXIT_CONSUMER_STALLED, f"consumer {p.name} made no progress for "
                                f"{p.stalled_for():.0f}s with {p.in_hand} records to do")
         if retrying:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from llmops.common.busy import BusySignal
 from llmops.common.errors import Unavailable
+from llmops.common.liveness import still_working
 from llmops.backends.protocol import ChatTurn, Generation, GenerationParams, ModelBackend
 from llmops.judging.evaluator import JudgeCall
 
@@ -81,6 +82,8 @@ class JudgeModel:
         except Exception as exc:
             call = JudgeCall(purpose, self.name, start, time.time_ns(), 0, 0, f"{type(exc).__name__}: {exc}")
             raise JudgeError(call.error, call) from exc
+        finally:
+            still_working()   # one call done: a batch of slow judgements is slow, not stuck
         return gen, JudgeCall(purpose, self.name, start, time.time_ns(), gen.prompt_tokens, gen.completion_tokens)
 
     async def generate(self, prompt: str, max_new_tokens: int, purpose: str,
