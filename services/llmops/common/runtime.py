@@ -19,8 +19,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
 from llmops.common import metrics
 from llmops.common.liveness import ConsumerProgress
@@ -59,6 +59,9 @@ class ServiceParts:
     checks: list[Check] = field(default_factory=list)
     #: False when a consumer cannot rejoin a broker that lost its state (a faust table): the process exits
     rejoins_after_broker_reset: bool = True
+    #: the Kafka cluster the parts' state was built for (drift's join changelog is named after it):
+    #: the topic keeper's first look must find it, or that is a broker reset
+    cluster_id: str = ""
     #: loop time by which ``stop`` must have finished (set by the runtime before it calls stop)
     stop_deadline: float = 0.0
 
@@ -115,7 +118,7 @@ async def _bounded(what: str, aw: Awaitable, timeout_s: float) -> None:
         await asyncio.wait_for(aw, timeout_s)
         if time.monotonic() - t0 > 0.5:
             log.info("stopping %s took %.1fs", what, time.monotonic() - t0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.error("stopping %s took longer than its %.1fs share of LLMOPS_SHUTDOWN_GRACE_S: cut short", what, timeout_s)
     except asyncio.CancelledError:
         task = asyncio.current_task()
@@ -212,7 +215,7 @@ async def _watch(name: str, server: GrpcServer, watchdog: Watchdog, stop: asynci
                 log.warning("%s: NOT_SERVING while %s", name, v.reason)
         try:
             await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -247,7 +250,7 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
     parts.register(server)
     stop = stop_event or asyncio.Event()
     install_stop_signals(stop)
-    keeper = TopicKeeper(settings)
+    keeper = TopicKeeper(settings, cluster_id=parts.cluster_id or None)
     outcome = {"code": 0}
 
     def broker_reset() -> Verdict | None:

@@ -65,6 +65,26 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
         await admin.close()
 
 
+async def cluster_id(settings: Settings, timeout_s: float = 30.0) -> str:
+    """The id of the Kafka cluster at ``LLMOPS_KAFKA_BOOTSTRAP`` ("" from a broker too old to tell),
+    waiting up to ``timeout_s`` for a broker that is not up yet."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(timeout_s * 1000))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        meta = (await admin._get_cluster_metadata(topics=None)).to_object()   # Metadata v2+ carries the id
+        return meta.get("cluster_id") or ""
+    finally:
+        await admin.close()
+
+
 class TopicKeeper:
     """Keeps the platform's topics while a service runs, and tells when the broker lost its state.
 
@@ -76,11 +96,13 @@ class TopicKeeper:
     the runtime can restart what cannot rejoin in place (faust holds offsets of the old log).
     """
 
-    def __init__(self, settings: Settings, interval_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, interval_s: float = 1.0, cluster_id: str | None = None) -> None:
         self.settings = settings
         self.interval_s = interval_s
         self.wanted = {settings.topic(n) for n in TOPICS}
-        self.cluster_id: str | None = None
+        #: the cluster the service's state belongs to: given when it was read before the keeper starts
+        #: (a broker reset in between is a reset too), else the first one the keeper sees
+        self.cluster_id: str | None = cluster_id or None
         self.resets = 0
         self.reset_reason = ""
         self.recreated = 0
@@ -127,10 +149,60 @@ class TopicKeeper:
             log.warning("topics missing: %s; creating them again", ", ".join(missing))
             await ensure_topics(self.settings, [t[len(self.settings.topic_prefix):] for t in missing], timeout_s=10.0)
             self.recreated += len(missing)
+            await self._repair(missing)
         if reason:
             self.resets += 1
             self.reset_reason = reason
             log.warning("the Kafka broker lost its state: %s", reason)
+
+    async def _repair(self, topics: list[str], attempts: int = 3) -> None:
+        """Re-create the topics just created that are broken by writes from before they existed.
+
+        Tansu (memory engine, 0.6.0) acknowledges a produce for a topic it does not have: after a
+        broker restart, every producer that buffered records during the outage (or still holds
+        the old metadata) writes them at once, before any keeper can create the topic. The topic
+        created afterwards under that name is broken (measured): its end offset counts those
+        records, a fetch returns none of them, its first write fails, and after that its offsets
+        no longer match what a fetch returns. Such a partition is told by an end offset above 0
+        and nothing to fetch from its start; its topic is deleted (which clears it) and created
+        again, until clean or ``attempts`` run out. A live topic (records a fetch returns) is
+        left alone."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        for _ in range(attempts):
+            consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None, enable_auto_commit=False,
+                                        request_timeout_ms=5000)
+            await consumer.start()
+            try:
+                await consumer._client.force_metadata_update()
+                tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+                ends = await consumer.end_offsets(tps) if tps else {}
+                suspect = [tp for tp, end in ends.items() if end > 0]
+                fetched: set = set()
+                if suspect:
+                    consumer.assign(suspect)
+                    await consumer.seek_to_beginning(*suspect)
+                    for _round in range(3):
+                        got = await consumer.getmany(*[tp for tp in suspect if tp not in fetched], timeout_ms=300)
+                        fetched |= {tp for tp, msgs in got.items() if msgs}
+                        if len(fetched) == len(suspect):
+                            break
+            finally:
+                await consumer.stop()
+            broken = sorted({tp.topic for tp in suspect if tp not in fetched})
+            if not broken:
+                return
+            log.warning("topics %s were written before they were created (the broker acknowledged writes to "
+                        "topics it did not have, and they report records no fetch returns): deleting and "
+                        "creating them again", ", ".join(broken))
+            try:
+                await self._admin.delete_topics(broken)
+            except Exception as exc:   # noqa: BLE001 - created again below either way
+                log.warning("topic keeper: deleting %s failed: %r", ", ".join(broken), exc)
+            await ensure_topics(self.settings, [t[len(self.settings.topic_prefix):] for t in broken], timeout_s=10.0)
+            topics = broken
+        log.error("topics %s are still broken by writes from before they existed after %d attempts",
+                  ", ".join(topics), attempts)
 
     async def _loop(self) -> None:
         failing = False

@@ -5,6 +5,7 @@ the monitors of its partitions), the monitors' sweeper, and the gRPC ``DriftServ
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from llmops.common.bus import DeadLetterQueue, EventBus
 from llmops.common.config_feed import ConfigFeed
@@ -12,6 +13,7 @@ from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
+from llmops.common.topics import cluster_id
 from llmops.drift.api import DriftServicer
 from llmops.drift.engine import DriftEngine
 from llmops.drift.monitor_config import load_specs
@@ -21,12 +23,31 @@ from llmops.embedding import SentenceTransformerEmbedder
 from llmops.v1 import drift_pb2, drift_pb2_grpc
 
 
-def join_table(app, settings: Settings):
+def join_table_name(cluster_id: str) -> str:
+    """``drift_join``, tagged with the Kafka cluster it lives on: its changelog is
+    ``<prefix>drift-drift_join-<tag>-changelog``.
+
+    A changelog is valid only on the cluster it was written to. After an in-memory broker
+    restarted (a new cluster id), the old drift process's producer still drains the changelog
+    records it buffered during the outage to the new broker, for a topic that broker no longer
+    has. Tansu acknowledges them, and the topic created afterwards under that name reports an end
+    offset whose records a fetch never returns: faust's recovery then waits for them for ever
+    (measured: "No event received for active tp ... since recovery start"). Named after the
+    cluster, the restarted process's changelog is one nobody wrote before; on a cluster that keeps
+    its id (a real Kafka, or a process restart on the same broker) the name stays and the
+    changelog is recovered as before."""
+    if not cluster_id:
+        return "drift_join"
+    return f"drift_join-{hashlib.sha1(cluster_id.encode()).hexdigest()[:10]}"
+
+
+def join_table(app, settings: Settings, cluster_id: str = ""):
     """The join table: trace id (raw bytes, as the source topics key it) -> the completion,
-    scores and feedback seen so far. Its changelog topic keeps it across restarts.
-    ``use_partitioner`` places each changelog record by its key, as the producers of the source
-    topics do, so the sweeper may delete entries outside the agent's stream."""
-    return app.Table("drift_join", default=None, key_type=bytes, value_type=None,   # keys raw, values JSON
+    scores and feedback seen so far. Its changelog topic keeps it across restarts on the same
+    cluster (:func:`join_table_name`). ``use_partitioner`` places each changelog record by its
+    key, as the producers of the source topics do, so the sweeper may delete entries outside the
+    agent's stream."""
+    return app.Table(join_table_name(cluster_id), default=None, key_type=bytes, value_type=None,   # keys raw, values JSON
                      partitions=settings.topic_partitions, use_partitioner=True)
 
 
@@ -50,12 +71,13 @@ async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
     store = await asyncio.to_thread(DriftStore, settings.drift_db_url)
     embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.resolved_embedding_model)
     bus = EventBus(settings)
+    cluster = await cluster_id(settings)   # the join's changelog belongs to this cluster
     app = make_app(settings, "drift")
     rollouts = RolloutMonitor(store, bus, topic_prefix=settings.topic_prefix)
     await rollouts.load()   # the decisions made before: before any event, so none is made twice
     # the routes, from the compacted config topic; the engine holds its first batch until they are read
     rollouts.follow(ConfigFeed(settings, rollouts.apply_config, name="drift-config-feed"))
-    engine = DriftEngine(specs, store, embedder.embed, bus, join_table(app, settings),
+    engine = DriftEngine(specs, store, embedder.embed, bus, join_table(app, settings, cluster),
                          reports_dir=settings.drift_reports_dir, topic_prefix=settings.topic_prefix,
                          join_wait_s=settings.drift_join_wait_s, dlq=DeadLetterQueue(bus, app.conf.id),
                          retention_days=settings.drift_retention_days, rollouts=rollouts,
@@ -71,6 +93,7 @@ async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
         service_names=[drift_pb2.DESCRIPTOR.services_by_name["DriftService"].full_name],
         close=store.close, companions=[rollouts, engine, LagMonitor(settings, {app.conf.id: engine.topics})],
     )
+    parts.cluster_id = cluster   # a broker reset before the keeper's first look is one too
     return parts, engine
 
 
