@@ -44,7 +44,7 @@ from typing import Callable
 
 import numpy as np
 
-from llmops.common import metrics, paging
+from llmops.common import liveness, metrics, paging
 from llmops.common.bus import EventPublisher
 from llmops.common.errors import InvalidArgument, NotFound
 from llmops.common.envelope import Record, UndecodableMessage
@@ -61,7 +61,10 @@ from llmops.v1 import drift_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 
-CLOSE_BATCH = 256
+CLOSE_BATCH = 64    # entries a close embeds at once: each close is a unit of progress (seconds on a loaded machine)
+MAX_DUE_BACKLOG = 8 * CLOSE_BATCH   # join entries past their wait and not yet closed, before stage 1 waits
+MAX_PENDING = 10_000                # join entries in all, before stage 1 waits (a few KB each: the table is in memory)
+BACKLOG_POLL_S = 0.5
 MIN_REFERENCE = 10
 MAX_PAGE = 500
 MAX_TEXT_CHARS = 64_000   # of a prompt or an answer on drift-observations: an observation stays a Kafka message
@@ -117,7 +120,7 @@ class DriftEngine:
                  sender: EventPublisher, table, *, reports_dir, topic_prefix: str = "llmops.", join_wait_s: float = 30.0,
                  sweep_interval_s: float = 0.5, dlq=None, retention_days: float = 30.0,
                  rollouts: RolloutMonitor | None = None, observations_topic: str = "",
-                 observation_partitions: int = 1) -> None:
+                 observation_partitions: int = 1, max_pending: int = MAX_PENDING) -> None:
         self.specs = {s.name: s for s in specs}
         self.reports_dir = reports_dir
         self.monitors = {s.name: Monitor(s, reports_dir) for s in specs}
@@ -145,7 +148,13 @@ class DriftEngine:
             f"{topic_prefix}feedback": events_pb2.FeedbackEvent,
         }
         self.join_topics = list(self.kinds)
-        self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper
+        self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper (never held across a close's embedding)
+        self.close_lock = asyncio.Lock()     # one close at a time
+        self._closing: set[bytes] = set()    # keys whose entry is being closed (embedded, stored, routed)
+        self._due_backlog = 0                # entries past their wait, not closed yet, as the last close counted them
+        self._closed_total = 0               # entries closed since start (the agent waits on it under a backlog)
+        self._closed = asyncio.Event()       # set after each close
+        self.max_pending = max(CLOSE_BATCH, max_pending)
         self.monitor_lock = asyncio.Lock()   # monitor state: the sweeper and SetReference
         self.rollouts = rollouts             # canary rollouts: fed every event before the join
         self._task: asyncio.Task | None = None
@@ -153,6 +162,12 @@ class DriftEngine:
     @property
     def topics(self) -> list[str]:
         return self.join_topics + ([self.observations_topic] if self.observations_topic else [])
+
+    @property
+    def monitors_consumer(self) -> MonitorsConsumer:
+        """Stage 2 alone, for a consumer of its own on ``observations_topic``: stage 1 waits for
+        room in the join under a backlog, and stage 2 must never wait behind it."""
+        return MonitorsConsumer(self)
 
     def partition_of(self, monitor: str) -> int:
         return monitor_partition(monitor, self.observation_partitions)
@@ -171,6 +186,7 @@ class DriftEngine:
         updates: dict[bytes, JoinEntry] = {}
         if self.rollouts is not None:
             await self.rollouts.config_ready.wait()   # the routes first, so no rollout misses the backlog
+        await self._wait_for_room()
         async with self.join_lock:
             now = now_us()
             for r in records:
@@ -188,7 +204,10 @@ class DriftEngine:
                 if isinstance(ev, events_pb2.CompletionEvent) and ev.error:
                     continue
                 tid = ev.trace_id.encode()
-                entry = updates.get(tid) or self._entry(tid) or new_entry(now, self.join_wait_us)
+                # an entry being closed is the close's: what comes meanwhile is late, and starts its own
+                # entry (it merges into the stored row when it closes, as a late score always did)
+                entry = updates.get(tid) or (None if tid in self._closing else self._entry(tid)) \
+                    or new_entry(now, self.join_wait_us)
                 updates[tid] = merge(entry, ev, now, self.join_wait_us)
             for tid, entry in updates.items():
                 self.table[tid] = entry.to_dict()
@@ -196,6 +215,23 @@ class DriftEngine:
         if self.rollouts is not None:
             await self.rollouts.flush()   # the decisions this batch made, acknowledged before the batch is
         return rejected
+
+    async def _wait_for_room(self) -> None:
+        """Stage 1 waits while the join holds more entries past their wait than the sweeper can
+        close soon (embedding is the drift service's bottleneck): the join table stays bounded,
+        and the records wait in Kafka, not in memory. Each close meanwhile is progress
+        (:func:`liveness.still_working`), so a backlog far beyond drift's capacity is slow, not
+        stuck; a sweeper that closes nothing says nothing, and the watchdog sees the stall."""
+        seen = self._closed_total
+        while self._due_backlog > MAX_DUE_BACKLOG or len(self.table) >= self.max_pending:
+            self._closed.clear()
+            try:
+                await asyncio.wait_for(self._closed.wait(), BACKLOG_POLL_S)
+            except TimeoutError:
+                pass
+            if self._closed_total != seen:
+                seen = self._closed_total
+                liveness.still_working()
 
     def _entry(self, key: bytes) -> JoinEntry | None:
         stored = self.table.get(key)
@@ -353,41 +389,62 @@ class DriftEngine:
     async def sweep(self, now: int | None = None, force: bool = False) -> list[WindowOutcome]:
         """Close the join entries whose wait is over (all of them with ``force``), then judge
         every window that is due. Returns the windows judged."""
-        while await self._close_entries(now, force):
-            pass
-        return await self.close_windows(now)
+        done: list[WindowOutcome] = []
+        while True:   # windows between closes: a backlog of entries never holds the windows back
+            closed = await self._close_entries(now, force)
+            done += await self.close_windows(now)
+            if not closed:
+                return done
 
     async def _close_entries(self, now: int | None, force: bool) -> int:
-        async with self.join_lock:
-            now = now or now_us()
-            entries = [(k, JoinEntry.from_dict(v)) for k, v in list(self.table.items())]
-            due = [(k, e) for k, e in entries if force or e.due_us <= now][:CLOSE_BATCH]
-            if not due:
-                return 0
-            obs = [observation(k, e) for k, e in due]
-            arrived = {o.trace_id: dict(o.scores) for o in obs}   # what this close adds
+        """Close up to ``CLOSE_BATCH`` entries whose wait is over. The join lock is held only to
+        pick them and to drop them: embedding, storing and routing (seconds to minutes for a batch
+        on a loaded machine) run while the agent goes on merging events (an event for a key being
+        closed starts an entry of its own, which closes later and merges into the stored row)."""
+        async with self.close_lock:
+            async with self.join_lock:
+                now = now or now_us()
+                due_all = [(k, v) for k, v in list(self.table.items())
+                           if v is not None and (force or v["due"] <= now)]
+                due = due_all[:CLOSE_BATCH]
+                self._due_backlog = len(due_all)
+                if not due:
+                    self._closed.set()
+                    return 0
+                self._closing = {k for k, _ in due}
             try:
-                stored = await self._store(obs)
-            except Exception:   # one bad entry must not hold the rest: store one by one, park what fails
-                log.exception("drift join: storing %d observations failed; retrying one by one", len(obs))
-                stored = []
-                for o, (k, e) in zip(obs, due):
-                    try:
-                        stored += await self._store([o])
-                    except Exception as exc:
-                        await self._park(k, e, exc)
-            items = []
-            for o, outcome in stored:
-                metrics.DRIFT_JOINED.labels(outcome).inc()
-                # every stored row goes out, whatever the store made of it: a close retried after a
-                # failed publish finds its completion stored ("merged") and must still hand it on;
-                # the monitors take a trace id once
-                items += [(name, o, arrived.get(o.trace_id, {}))
-                          for name, spec in self.specs.items() if takes_scores_of(spec.scope, o)]
-            await self._route(items)   # before the entries go: a failed hand-off closes them again
-            for k, _ in due:   # stored or parked; the lock kept the agent from changing them meanwhile
-                del self.table[k]
-            metrics.DRIFT_PENDING.set(len(self.table))
+                entries = [(k, JoinEntry.from_dict(v)) for k, v in due]
+                obs = [observation(k, e) for k, e in entries]
+                arrived = {o.trace_id: dict(o.scores) for o in obs}   # what this close adds
+                try:
+                    stored = await self._store(obs)
+                except Exception:   # one bad entry must not hold the rest: store one by one, park what fails
+                    log.exception("drift join: storing %d observations failed; retrying one by one", len(obs))
+                    stored = []
+                    for o, (k, e) in zip(obs, entries):
+                        try:
+                            stored += await self._store([o])
+                        except Exception as exc:
+                            await self._park(k, e, exc)
+                items = []
+                for o, outcome in stored:
+                    metrics.DRIFT_JOINED.labels(outcome).inc()
+                    # every stored row goes out, whatever the store made of it: a close retried after a
+                    # failed publish finds its completion stored ("merged") and must still hand it on;
+                    # the monitors take a trace id once
+                    items += [(name, o, arrived.get(o.trace_id, {}))
+                              for name, spec in self.specs.items() if takes_scores_of(spec.scope, o)]
+                await self._route(items)   # before the entries go: a failed hand-off closes them again
+                async with self.join_lock:
+                    for k, v in due:   # stored or parked; an entry the agent replaced meanwhile is a late one
+                        if self.table.get(k) is v or self.table.get(k) == v:
+                            del self.table[k]
+                    metrics.DRIFT_PENDING.set(len(self.table))
+            finally:
+                self._closing = set()
+            self._due_backlog = max(0, self._due_backlog - len(due))
+            self._closed_total += len(due)
+            self._closed.set()
         return len(due)
 
     async def _route(self, items: list[tuple[str, Observation, dict]]) -> None:
@@ -422,16 +479,20 @@ class DriftEngine:
         and not yet published."""
         done = []
         for name in sorted(self.owned):
-            async with self.monitor_lock:
-                m = self.monitors[name]
-                if name not in self.owned or name in self._judging or not m.due(now):
-                    continue   # one window of a monitor at a time: the next is judged against its outcome
-                rows, extra = m.take_window()
-                self._judging.add(name)
-            try:
-                await self._judge(m, rows, extra, now, done)
-            finally:
-                self._judging.discard(name)
+            while True:   # every due window, in order: a close under a backlog makes several due at once
+                async with self.monitor_lock:
+                    m = self.monitors[name]
+                    if name not in self.owned or name in self._judging or not m.due(now):
+                        break   # one window of a monitor at a time: the next is judged against its outcome
+                    rows, extra = m.take_window()
+                    self._judging.add(name)
+                try:
+                    n = len(done)
+                    await self._judge(m, rows, extra, now, done)
+                finally:
+                    self._judging.discard(name)
+                if len(done) == n:
+                    break   # skipped or revoked: the next sweep goes on
         await self.publish_pending()
         return done
 
@@ -460,6 +521,7 @@ class DriftEngine:
                 m.put_back(rows, extra)   # not saved: judged again on the next sweep, under the same ids
                 raise
         done.append(outcome)
+        liveness.still_working()   # a handler that judges windows is slow, not stuck
 
     async def _record(self, m: Monitor, outcome: WindowOutcome) -> None:
         """Apply, then save the window with the monitor's state in one transaction (the outbox);
@@ -591,6 +653,16 @@ class DriftEngine:
                                            [("content-type", b"application/json")])
         log.info("monitor %s: reference %s set from %s (%d completions)", name, ref.reference_id, source, len(rows))
         return ref
+
+
+class MonitorsConsumer:
+    """The batch consumer of drift-observations (stage 2), apart from the join's."""
+
+    def __init__(self, engine: DriftEngine) -> None:
+        self.engine = engine
+
+    async def handle(self, records: list[Record]) -> list[Rejected]:
+        return await self.engine._handle_observations(records)
 
 
 def _iso(us: int) -> str:
