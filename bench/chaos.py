@@ -308,7 +308,7 @@ async def _main(rate: float, dwell_s: float, refuse_s: float) -> dict:
     return {"rows": rows, "summary": summary}
 
 
-def run(rate: float = 40.0, dwell_s: float = 12.0, refuse_s: float = 20.0) -> dict:
+def run(rate: float = 10.0, dwell_s: float = 12.0, refuse_s: float = 20.0) -> dict:
     out = asyncio.run(_main(rate, dwell_s, refuse_s))
     rows = out["rows"]
     report("chaos", "Chaos: sent vs stored per fault (lost = sent and never stored)",
