@@ -83,23 +83,15 @@ async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
                          retention_days=settings.drift_retention_days, rollouts=rollouts,
                          observations_topic=settings.topic("drift-observations"),
                          observation_partitions=settings.topic_partitions)
-    # two consumer groups: the join (by trace id) and the monitors (by monitor). faust hands all of
-    # one app's partitions to its agents through one conductor, so within one app a completions
-    # backlog starved the monitors' topic (no window judged for as long as the backlog lasted)
-    monitors_app = make_app(settings, "drift-monitors")
-    follow_assignment(monitors_app, engine)
-    batch_agent(app, engine.join_topics, engine, lambda: DeadLetterQueue(bus, app.conf.id),
+    follow_assignment(app, engine)
+    batch_agent(app, engine.topics, engine, lambda: DeadLetterQueue(bus, app.conf.id),
                 name="drift_join", max_batch=500, within_s=0.1)
-    batch_agent(monitors_app, [engine.observations_topic], engine.monitors_consumer,
-                lambda: DeadLetterQueue(bus, monitors_app.conf.id), name="drift_monitors", max_batch=500,
-                within_s=0.1)
     servicer = DriftServicer(engine)
     parts = streaming_parts(
-        settings, bus, [app, monitors_app],
+        settings, bus, app,
         register=lambda s: drift_pb2_grpc.add_DriftServiceServicer_to_server(servicer, s.server),
         service_names=[drift_pb2.DESCRIPTOR.services_by_name["DriftService"].full_name],
-        close=store.close, companions=[rollouts, engine, LagMonitor(settings, {
-            app.conf.id: engine.join_topics, monitors_app.conf.id: [engine.observations_topic]})],
+        close=store.close, companions=[rollouts, engine, LagMonitor(settings, {app.conf.id: engine.topics})],
     )
     parts.cluster_id = cluster   # a broker reset before the keeper's first look is one too
     return parts, engine
