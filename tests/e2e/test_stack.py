@@ -207,7 +207,7 @@ def test_llmops_up_serves_rag_traces_dlq_and_stops_cleanly(settings):
         assert health(settings.grpc_target(svc)) == "UNREACHABLE"
 
 
-def test_a_crashed_service_is_reported_by_name(settings):
+def test_a_crashed_service_is_reported_by_name_and_restarted(settings):
     env = stack_env(settings)
     env["LLMOPS_TRACE_DB"] = str(settings.data_dir / "traces.db")
     log = open(settings.data_dir.parent / "up.log", "w+")
@@ -217,13 +217,19 @@ def test_a_crashed_service_is_reported_by_name(settings):
                    timeout_s=300, what="llmops up")
         pid = int(Path(log.name).read_text().split("started tracing (pid ", 1)[1].split(",")[0])
         os.kill(pid, signal.SIGKILL)
-        rc = proc.wait(60)
+        # the supervisor reports the crash by name, restarts it, and it serves again
+        wait_until(lambda: "tracing is SERVING again" in Path(log.name).read_text() or proc.poll() is not None,
+                   timeout_s=180, what="tracing restarted and SERVING again")
+        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+        assert health(settings.grpc_target("tracing")) == "SERVING"
+        proc.send_signal(signal.SIGINT)          # Ctrl-C still stops everything
+        rc = proc.wait(90)
     finally:
         if proc.poll() is None:
             proc.kill()
     text = Path(log.name).read_text()
-    assert rc == 1
-    assert "service 'tracing' crashed with exit code -9" in text
+    assert "service 'tracing' exited with code -9: restarting it" in text
+    assert rc == 0, text[-3000:]
     assert text.rstrip().endswith("stopped")  # the others were stopped, not left running
-    for svc in ("inference", "retrieval"):
+    for svc in ("inference", "retrieval", "tracing"):
         assert health(settings.grpc_target(svc)) == "UNREACHABLE"
