@@ -35,9 +35,8 @@ COMPACTED = {"config"}
 INPUT_TOPICS = ("documents", "spans", "completions", "scores", "feedback")
 
 
-async def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> None:
-    """Create the platform's topics (idempotent)."""
-    wanted = [settings.topic(n) for n in (names or TOPICS)]
+async def _started_admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
+    """An admin client that has connected, waiting up to ``timeout_s`` for a broker not up yet."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(timeout_s * 1000))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -48,6 +47,13 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.5)
+    return admin
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> None:
+    """Create the platform's topics (idempotent)."""
+    wanted = [settings.topic(n) for n in (names or TOPICS)]
+    admin = await _started_admin(settings, timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -68,16 +74,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
 async def cluster_id(settings: Settings, timeout_s: float = 30.0) -> str:
     """The id of the Kafka cluster at ``LLMOPS_KAFKA_BOOTSTRAP`` ("" from a broker too old to tell),
     waiting up to ``timeout_s`` for a broker that is not up yet."""
-    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(timeout_s * 1000))
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
-            await admin.start()
-            break
-        except KafkaConnectionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+    admin = await _started_admin(settings, timeout_s)
     try:
         meta = (await admin._get_cluster_metadata(topics=None)).to_object()   # Metadata v2+ carries the id
         return meta.get("cluster_id") or ""
