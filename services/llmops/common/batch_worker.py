@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from llmops.common import metrics
@@ -52,12 +52,19 @@ class KafkaBatchWorker:
     up to it); ``queued``: fetches held ahead of the writer before fetching pauses, and at most
     ``queued_bytes`` of them (the consumer's memory stays bounded in bytes, whatever the records'
     size; default: half of ``LLMOPS_CONSUMER_BUFFER_BYTES``).
+
+    ``on_assigned`` / ``on_revoked`` are awaited with the ``TopicPartition`` set of each
+    rebalance (the whole new assignment, and what was taken away), inside the rebalance: a
+    consumer that owns state per partition (the drift monitors) loads it before the first record
+    of a new partition is handed to it, and lets it go after the batch in hand is written.
     """
 
     def __init__(self, settings: Settings, group: str, topics: list[str], consumer: BatchConsumer,
                  dlq_factory: Callable[[], DeadLetterQueue], *, name: str, max_batch: int = 2000,
                  within_ms: int = 50, max_write: int = 8000, queued: int = 8, queued_bytes: int | None = None,
-                 backoff_first_s: float = 0.2, backoff_max_s: float = 10.0) -> None:
+                 backoff_first_s: float = 0.2, backoff_max_s: float = 10.0,
+                 on_assigned: Callable[[set], Awaitable[None]] | None = None,
+                 on_revoked: Callable[[set], Awaitable[None]] | None = None) -> None:
         from aiokafka import AIOKafkaConsumer
 
         from llmops.common.kafka import client_options
@@ -66,6 +73,7 @@ class KafkaBatchWorker:
         self.max_batch, self.within_ms, self.max_write = max_batch, within_ms, max_write
         self.progress = ConsumerProgress(name)
         self._dlq_factory = dlq_factory
+        self._on_assigned, self._on_revoked = on_assigned, on_revoked
         self.backoff_first_s, self.backoff_max_s = backoff_first_s, backoff_max_s
         session_ms = settings.kafka_session_timeout_ms
         self._session_s = session_ms / 1000
@@ -98,8 +106,12 @@ class KafkaBatchWorker:
         class Rebalance(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked):
                 await worker._revoked()
+                if worker._on_revoked is not None:
+                    await worker._rebalance_hook(worker._on_revoked, revoked, "revoked")
 
             async def on_partitions_assigned(self, assigned):
+                if worker._on_assigned is not None:
+                    await worker._rebalance_hook(worker._on_assigned, assigned, "assigned")
                 worker._assigned()
 
         self._kafka.subscribe(self.topics, listener=Rebalance())
@@ -112,6 +124,17 @@ class KafkaBatchWorker:
             raise TimeoutError(f"{self.name}: not in group {self.group} after {timeout_s:.0f}s") from None
 
     # -- rebalancing ------------------------------------------------------------------------------
+    async def _rebalance_hook(self, hook, partitions, what: str) -> None:
+        """A hook that fails leaves this member's state unlike its assignment: the consumer is
+        dead (its service exits and is restarted), never silently on with the wrong partitions."""
+        try:
+            await hook(set(partitions))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as the consumer's death
+            log.exception("%s: the partitions-%s hook failed", self.name, what)
+            self.progress.died(f"partitions-{what} hook failed: {exc!r}")
+
     def _assigned(self) -> None:
         self._epoch += 1      # positions restart from the committed offsets
         self._paused = False
