@@ -75,33 +75,68 @@ def migrate(engine: Engine) -> None:
 
 _SPAN_COLUMNS = ("trace_id, span_id, parent_span_id, name, service, start_us, end_us, status, status_message, "
                  "attributes_json")
-# {values}: a row's "(...)" repeated, so that one statement writes many rows (see _execute_rows)
+# {values}: a row's "(...)" repeated, so that one statement writes many rows (see _execute_rows).
+# The insert returns the spans it stored (a redelivered one conflicts and is not returned), and
+# exactly those are added to their traces, as on PostgreSQL: SQLite has one writer at a time
+# (BEGIN IMMEDIATE), so the count stays exact without recounting a trace's spans per write
 _SQLITE_SPANS_INSERT = (
-    (f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES {{values}} ON CONFLICT (trace_id, span_id) DO NOTHING"),
+    (f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES {{values}} ON CONFLICT (trace_id, span_id) DO NOTHING "
+     "RETURNING trace_id, start_us, end_us, status"),
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_SQLITE_TRACE_BOUNDS = (
+_SQLITE_TRACES_ADD = (
     ("INSERT INTO traces (trace_id, start_us, end_us, status, span_count) VALUES {values} "
      "ON CONFLICT (trace_id) DO UPDATE SET start_us = min(traces.start_us, excluded.start_us), "
      "end_us = max(traces.end_us, excluded.end_us), status = max(traces.status, excluded.status), "
-     "span_count = excluded.span_count"),
+     "span_count = traces.span_count + excluded.span_count"),
+    "(?, ?, ?, ?, ?)")
+_SQLITE_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+# before RETURNING (SQLite < 3.35): the trace's span count recounted from the spans table
+_SQLITE_SPANS_INSERT_PLAIN = (_SQLITE_SPANS_INSERT[0].split(" RETURNING ")[0], _SQLITE_SPANS_INSERT[1])
+_SQLITE_TRACES_RECOUNT = (
+    _SQLITE_TRACES_ADD[0].replace("traces.span_count + excluded.span_count", "excluded.span_count"),
     "(?, ?, ?, ?, (SELECT count(*) FROM spans WHERE trace_id = ?))")
 _SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999   # SQLite's default limit
 
 
-def _execute_rows(cur, statement: tuple[str, str], rows: list[tuple], per_statement: int = 2000) -> None:
-    """Write ``rows`` with multi-row ``VALUES`` statements of up to ``per_statement`` rows each.
+def _execute_rows(cur, statement: tuple[str, str], rows: list[tuple], per_statement: int = 2000) -> list[tuple]:
+    """Write ``rows`` with multi-row ``VALUES`` statements of up to ``per_statement`` rows each;
+    returns what the statements return (``RETURNING``), in one list.
 
     ``executemany`` runs one step per row and takes Python's GIL back after each, so a batch
     written beside a busy event loop (the consumer decoding the next fetch) waits up to a switch
     interval per row; a multi-row statement is one step, one wait. Full statements have one text
     (the driver's statement cache prepares it once)."""
+    out: list[tuple] = []
     if not rows:
-        return
+        return out
     sql, row = statement
     per = max(1, min(per_statement, _SQLITE_MAX_VARIABLES // len(rows[0])))
     for i in range(0, len(rows), per):
         chunk = rows[i:i + per]
         cur.execute(sql.format(values=", ".join([row] * len(chunk))), [v for r in chunk for v in r])
+        out += cur.fetchall()
+    return out
+
+
+def _traces_of_new_spans(new: list[tuple]) -> list[tuple]:
+    """(trace_id, start_us, end_us, status, spans) per trace, in trace order, of the spans a write
+    stored: what the write adds to each trace's row."""
+    traces: dict[str, list] = {}
+    for tid, start, end, status in new:
+        b = traces.get(tid)
+        if b is None:
+            traces[tid] = [start, end, status, 1]
+        else:
+            if start < b[0]:
+                b[0] = start
+            if end > b[1]:
+                b[1] = end
+            if status > b[2]:
+                b[2] = status
+            b[3] += 1
+    return [(tid, *traces[tid]) for tid in sorted(traces)]
+
+
 _PG_SPAN_BATCH = ("CREATE TEMPORARY TABLE IF NOT EXISTS llmops_span_batch (LIKE spans INCLUDING DEFAULTS) "
                   "ON COMMIT DELETE ROWS")
 _PG_SPANS_FROM_BATCH = (
@@ -168,26 +203,20 @@ class SqlTraceStore:
         return self._write_spans_postgres(rows)
 
     def _write_spans_sqlite(self, rows: list[tuple]) -> int:
-        """SQLite has one writer at a time (``BEGIN IMMEDIATE`` takes the lock up front), so the
-        trace's span count can be recounted from the spans table inside the transaction: exact,
-        and a redelivery changes nothing."""
-        bounds: dict[str, list] = {}
-        for r in rows:
-            b = bounds.get(r[0])
-            if b is None:
-                bounds[r[0]] = [r[5], r[6], r[7]]
-            else:
-                b[0] = min(b[0], r[5])
-                b[1] = max(b[1], r[6])
-                b[2] = max(b[2], r[7])
-        traces = [(tid, b[0], b[1], b[2], tid) for tid, b in bounds.items()]
+        """The spans that are new (``RETURNING``: a redelivered span conflicts and is left out) and,
+        in the same transaction, exactly those added to their traces' bounds and span counts."""
         with self._write_tx() as cur:
-            before = cur.connection.total_changes
-            _execute_rows(cur, _SQLITE_SPANS_INSERT, rows)
-            inserted = cur.connection.total_changes - before
-            if inserted:
-                _execute_rows(cur, _SQLITE_TRACE_BOUNDS, traces)
-        return inserted
+            if not _SQLITE_HAS_RETURNING:
+                before = cur.connection.total_changes
+                _execute_rows(cur, _SQLITE_SPANS_INSERT_PLAIN, rows)
+                inserted = cur.connection.total_changes - before
+                if inserted:
+                    traces = _traces_of_new_spans([(r[0], r[5], r[6], r[7]) for r in rows])
+                    _execute_rows(cur, _SQLITE_TRACES_RECOUNT, [(*t[:4], t[0]) for t in traces])
+                return inserted
+            new = _execute_rows(cur, _SQLITE_SPANS_INSERT, rows)
+            _execute_rows(cur, _SQLITE_TRACES_ADD, _traces_of_new_spans(new))
+        return len(new)
 
     def _write_spans_postgres(self, rows: list[tuple]) -> int:
         """COPY into a per-connection temporary table, then one statement inserts the new spans in
