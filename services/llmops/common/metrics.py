@@ -156,6 +156,11 @@ HTTP_LATENCY = Histogram(
     ["service", "route"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
 )
 SERVICE_READY = Gauge("llmops_service_ready", "1 when the service serves", ["service"], registry=REGISTRY)
+STARTUP_SECONDS = Gauge(
+    "llmops_service_startup_seconds", "Seconds of the service's last start, from its process's start until SERVING "
+    "(phase total) and by phase (phases may overlap: a model loads while the consumer group is joined)",
+    ["service", "phase"], registry=REGISTRY,
+)
 CONSUMER_STATE = Gauge(
     "llmops_consumer_state", "1 for the state each consumer of the service is in (starting, ok, retrying, dead, stalled)",
     ["service", "consumer", "state"], registry=REGISTRY,

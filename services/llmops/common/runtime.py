@@ -29,6 +29,7 @@ from llmops.common.metrics import serve_metrics
 from llmops.common.server import GrpcServer
 from llmops.common.settings import Settings
 from llmops.common.signals import install_stop_signals
+from llmops.common.startup import StartupClock
 from llmops.common.watchdog import (
     EXIT_BROKER_RESET,
     EXIT_CONSUMER_DEAD,
@@ -64,6 +65,8 @@ class ServiceParts:
     cluster_id: str = ""
     #: loop time by which ``stop`` must have finished (set by the runtime before it calls stop)
     stop_deadline: float = 0.0
+    #: the phases of this start (set by the runtime before it calls start; ``start`` marks its own)
+    startup: StartupClock = field(default_factory=StartupClock)
 
     def time_left(self, reserve_s: float = 0.0) -> float:
         """Seconds of the stop budget left, less ``reserve_s`` kept for later steps (at least 0.1)."""
@@ -131,11 +134,21 @@ async def _bounded(what: str, aw: Awaitable, timeout_s: float) -> None:
 
 
 def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer], None], service_names: list[str],
-                    close: Callable[[], None] = lambda: None, companions: Sequence = ()) -> ServiceParts:
+                    close: Callable[[], None] = lambda: None, companions: Sequence = (),
+                    loading: Sequence[Callable[[], Awaitable[None]]] = ()) -> ServiceParts:
     """Parts of a service that consumes with faust: topics, then the bus, then one worker per app
     (``app`` may be a list: each app is its own consumer group), then ``companions`` (objects with
-    ``start``/``stop``, e.g. a lag monitor); ready once every worker has joined its group. Stops in
-    reverse order within the stop budget, the bus's flush last with what remains of it.
+    ``start``/``stop``, e.g. a lag monitor); ready once every worker has joined its group and
+    everything in ``loading`` is done. Stops in reverse order within the stop budget, the bus's flush
+    last with what remains of it.
+
+    ``loading``: what the composition root started and the service needs before it is SERVING
+    (a model loading in a thread of its own, :class:`llmops.embedding.LoadingEmbedder`), each a
+    function returning an awaitable that ends once it is there (or raises if it failed). They are
+    awaited from the start, alongside the topics and the group joins: a join waits on the broker
+    (on Tansu, half the session timeout) and a model load is CPU, so the two overlap instead of
+    adding up. A consumer that gets records before its model is there waits for it in its worker
+    thread.
 
     Each faust app is a consumer of its own for the watchdog (``faust:<group>``, dead when the app
     or an agent crashed); a companion with a ``.progress`` (a :class:`ConsumerProgress` or a list)
@@ -147,27 +160,50 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
     ready = asyncio.Event()
     workers: list = []
 
+    async def load_all() -> None:
+        clock = parts.startup
+        began = clock.now()
+        await asyncio.gather(*(f() for f in loading))
+        clock.mark("models (alongside the join)", since=began)
+
     async def start() -> None:
-        await ensure_topics(settings)
-        await bus.start()
-        events = []
-        for a in apps:
-            ev = asyncio.Event()
-            progress = ConsumerProgress(f"faust:{a.conf.id}")
-            _hook_agent_errors(a, progress)
-            w = await run_worker(a, ev)
-            workers.append(w)
-            parts.progress.append(progress)
-            parts.progress.extend(getattr(a, "llmops_progress", ()))   # each batch agent's own (stream.batch_agent)
-            parts.checks.append(faust_crash_check(a, w, progress))
-            events.append((ev, progress))
-        for ev, progress in events:
-            await ev.wait()
-            progress.joined()
-        for c in companions:
-            await c.start()
-            parts.progress.extend(progress_of(c))
-        parts.progress.extend(progress_of(bus))
+        clock = parts.startup
+        models = asyncio.create_task(load_all(), name="loading") if loading else None
+        try:
+            await ensure_topics(settings)
+            clock.mark("topics")
+            await bus.start()
+            clock.mark("event bus")
+            joining = clock.now()
+            events = []
+            for a in apps:
+                ev = asyncio.Event()
+                progress = ConsumerProgress(f"faust:{a.conf.id}")
+                _hook_agent_errors(a, progress)
+                w = await run_worker(a, ev)
+                workers.append(w)
+                parts.progress.append(progress)
+                parts.progress.extend(getattr(a, "llmops_progress", ()))   # each batch agent's own (stream.batch_agent)
+                parts.checks.append(faust_crash_check(a, w, progress))
+                events.append((ev, progress))
+            for ev, progress in events:
+                await ev.wait()
+                progress.joined()
+            if apps:
+                clock.mark("group join" if len(apps) == 1 else f"group joins ({len(apps)})", since=joining)
+            for c in companions:
+                began = clock.now()
+                await c.start()
+                parts.progress.extend(progress_of(c))
+                label = getattr(c, "name", None)
+                clock.mark(f"start {label if isinstance(label, str) else type(c).__name__}", since=began)
+            parts.progress.extend(progress_of(bus))
+            if models is not None:
+                await models
+        except BaseException:
+            if models is not None and not models.done():
+                models.cancel()
+            raise
         ready.set()
 
     async def stop() -> None:
@@ -186,6 +222,12 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
     parts = ServiceParts(register, service_names, start, stop, ready,
                          rejoins_after_broker_reset=not any(len(a.tables) for a in apps))
     return parts
+
+
+def _export_startup(service: str, clock: StartupClock) -> None:
+    metrics.STARTUP_SECONDS.labels(service, "total").set(clock.total())
+    for phase, seconds in clock.phases.items():
+        metrics.STARTUP_SECONDS.labels(service, phase).set(seconds)
 
 
 def _export_states(service: str, states: dict[str, str]) -> None:
@@ -244,8 +286,11 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
     configure_logging(name, settings.log_level, settings.log_format)
     if owns_process:   # process-wide, so not for a service embedded in a test or a host application
         refuse_topic_auto_creation()   # topics come from ensure_topics and the keeper, with their partition counts
+    clock = StartupClock()
     serve_metrics(settings.host, settings.metrics_port(name), max_label_values=settings.metrics_max_label_values)
     parts = await build(settings)
+    clock.mark("build")
+    parts.startup = clock
     server = GrpcServer(name, settings, parts.service_names)
     parts.register(server)
     stop = stop_event or asyncio.Event()
@@ -261,6 +306,7 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
     watchdog = Watchdog(lambda: parts.progress, settings.consumer_stall_s, [broker_reset, lambda: _any(parts.checks)])
     watch: asyncio.Task | None = None
     await server.start()
+    clock.mark("gRPC server")
     try:
         starting = asyncio.create_task(parts.start())
         await asyncio.wait([starting, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -275,9 +321,12 @@ async def run_service(name: str, settings: Settings, build: Callable[[Settings],
             # 50 ms every 1.5 s on the gateway's path before; under 1 ms after)
             gc.collect()
             gc.freeze()
+            began = clock.now()
             await keeper.start()
+            clock.mark("topic keeper", since=began)
             await server.set_serving(True)
-            log.info("%s is serving", name)
+            log.info("%s is serving: SERVING %.1fs after its process started (%s)", name, clock.total(), clock.summary())
+            _export_startup(name, clock)
             watch = asyncio.create_task(_watch(name, server, watchdog, stop, outcome), name="watchdog")
             await stop.wait()
     finally:

@@ -23,7 +23,7 @@ from llmops.judging.judge_model import JudgeModel
 from llmops.judging.on_demand import OnDemandJudge
 from llmops.judging.online import CHEAP_TIERS, LLM_TIERS, CompletionJudge
 from llmops.judging.pairwise import PairwiseJudge
-from llmops.embedding import SentenceTransformerEmbedder
+from llmops.embedding import LoadingEmbedder
 from llmops.v1 import judging_pb2, judging_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ def load_judge(settings: Settings) -> JudgeModel | None:
 
 
 async def build(settings: Settings) -> ServiceParts:
-    embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.resolved_embedding_model)
+    # the embedding model loads in a thread of its own while the judge model loads, the gRPC server
+    # starts and the consumer groups are joined (SERVING waits for it: ``loading``)
+    embedder = LoadingEmbedder(settings.resolved_embedding_model)
     judge = await asyncio.to_thread(load_judge, settings)
     cache = EmbeddingCache(embedder, max_bytes=settings.embedding_cache_bytes)
     catalog = build_catalog(cache, judge, load_config(settings.judge_config), settings.judge_llm_sample_rate)
@@ -75,5 +77,5 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, apps,
         register=lambda s: judging_pb2_grpc.add_JudgingServiceServicer_to_server(servicer, s.server),
         service_names=[judging_pb2.DESCRIPTOR.services_by_name["JudgingService"].full_name],
-        close=close, companions=[LagMonitor(settings, groups)],
+        close=close, companions=[LagMonitor(settings, groups)], loading=[embedder.loaded],
     )

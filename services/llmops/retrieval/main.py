@@ -9,7 +9,7 @@ from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
 from llmops.retrieval.api import RetrievalServicer
-from llmops.embedding import SentenceTransformerEmbedder
+from llmops.embedding import LoadingEmbedder
 from llmops.retrieval.ingest import DocumentIngestor
 from llmops.retrieval.lance import LanceVectorStore
 from llmops.retrieval.retriever import Retriever
@@ -30,14 +30,21 @@ def build_vector_store(settings: Settings) -> VectorStore:
 
 
 def build_retriever(settings: Settings) -> Retriever:
-    embedder = SentenceTransformerEmbedder(settings.resolved_embedding_model)
+    """The retriever, its model loading in a thread of its own: ``open()`` it once that is done (call
+    it from a worker thread; it waits for the model)."""
+    embedder = LoadingEmbedder(settings.resolved_embedding_model)
     store = build_vector_store(settings)
     return Retriever(embedder, store, default_collection=settings.default_collection,
-                     chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+                     chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap, open_now=False)
 
 
 async def build(settings: Settings) -> ServiceParts:
     retriever = await asyncio.to_thread(build_retriever, settings)
+
+    async def opened() -> None:   # the model, then the default collection (its dimension is the model's)
+        await retriever.embedder.loaded()
+        await asyncio.to_thread(retriever.open)
+
     bus = EventBus(settings)
     app = make_app(settings, "retrieval")
     batch_agent(app, [settings.topic("documents")], DocumentIngestor(retriever),
@@ -49,4 +56,5 @@ async def build(settings: Settings) -> ServiceParts:
         service_names=[retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name],
         close=getattr(retriever.store, "close", lambda: None),  # Weaviate holds HTTP and gRPC connections
         companions=[LagMonitor(settings, {app.conf.id: [settings.topic("documents")]})],
+        loading=[opened],   # alongside the group join
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from llmops.common import metrics
-from llmops.common.errors import InvalidArgument, NotFound
+from llmops.common.errors import InvalidArgument, NotFound, Unavailable
 from llmops.retrieval.chunking import chunk_text
 from llmops.embedding import Embedder
 from llmops.retrieval.store import COLLECTION_NAME, FILTER_KEY, ChunkRecord, Hit, VectorStore
@@ -43,13 +43,27 @@ def check_filters(filters: dict[str, str]) -> dict[str, str]:
 
 class Retriever:
     def __init__(self, embedder: Embedder, store: VectorStore, *, default_collection: str = "default",
-                 chunk_size: int = 800, chunk_overlap: int = 120) -> None:
+                 chunk_size: int = 800, chunk_overlap: int = 120, open_now: bool = True) -> None:
         self.embedder = embedder
         self.store = store
         self.default_collection = check_collection(default_collection)
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
-        store.ensure_collection(self.default_collection, embedder.dim)
+        self.opened = False
+        if open_now:
+            self.open()
+
+    def open(self) -> None:
+        """Make sure the default collection exists. It needs the embedder's dimension, so with a model
+        still loading (the service's start) this waits for it: call it from a worker thread. Until
+        then a search or a delete is UNAVAILABLE (the default collection is not known yet, not
+        missing); an upsert waits for the model."""
+        self.store.ensure_collection(self.default_collection, self.embedder.dim)
+        self.opened = True
+
+    def _check_open(self) -> None:
+        if not self.opened:
+            raise Unavailable("retrieval is starting: its embedding model is still loading")
 
     def _collection(self, name: str) -> str:
         return check_collection(name or self.default_collection)
@@ -90,6 +104,7 @@ class Retriever:
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int:
         collection = self._collection(collection)
+        self._check_open()
         if not ids or any(not i.strip() for i in ids):
             raise InvalidArgument("give at least one non-empty document id to delete")
         if not self.store.has_collection(collection):
@@ -108,6 +123,7 @@ class Retriever:
             raise InvalidArgument(f"alpha must be in [0, 1] (0 = keyword only, 1 = vector only), got {alpha}")
         collection = self._collection(collection)
         filters = check_filters(filters or {})
+        self._check_open()
         if not self.store.has_collection(collection):
             raise NotFound(f"collection {collection!r} does not exist")
         vector = (await asyncio.to_thread(self.embedder.embed, [query]))[0] if alpha > 0 else None
