@@ -1,6 +1,7 @@
 """What a service pays for at its start, which is the recovery time of every fault that restarts
 it: importing a service's composition root does not import the model libraries (torch,
-sentence-transformers) or drift's Evidently; the embedding model loads in a thread of its own
+sentence-transformers), drift's Evidently or the judge's scikit-learn and nltk (each of which
+the service loads in a thread while it joins its group, or on first use); the embedding model loads in a thread of its own
 while the service starts (its gRPC server, its group join), and whoever needs the model waits for
 it; a load that failed fails whoever waits."""
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 from llmops.embedding import LoadingEmbedder
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "sentence_transformers", "transformers", "evidently")
+#: loaded in a thread while the service starts (the model), or on first use (Evidently, in a window)
+HEAVY = ("torch", "sentence_transformers", "transformers", "evidently", "sklearn", "nltk")
 
 
 def modules_after_import(module: str) -> set[str]:

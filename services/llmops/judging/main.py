@@ -17,6 +17,7 @@ from llmops.common.settings import Settings
 from llmops.common.stream import batch_agent, make_app
 from llmops.backends import open_backend, spec_from_settings
 from llmops.judging.api import JudgingServicer
+from llmops.judging import claims, reference
 from llmops.judging.catalog import build_catalog, load_config
 from llmops.judging.embedding_tier import EmbeddingCache
 from llmops.judging.judge_model import JudgeModel
@@ -42,6 +43,14 @@ def load_judge(settings: Settings) -> JudgeModel | None:
     # only an embedded judge competes with local generations for the CPU, so only it yields to them
     return JudgeModel(open_backend(spec), yield_to=BusySignal(settings.busy_signal_path) if embedded else None,
                       max_wait_s=settings.judge_yield_s)
+
+
+def load_evaluator_libraries() -> None:
+    """What the evaluators import on first use (nltk's stemmer for the claims of every completion,
+    sacrebleu and rouge-score for the reference metrics): seconds of CPU, done while the service
+    starts rather than in its first batch."""
+    reference.load_libraries()
+    claims.stem("warming")
 
 
 async def build(settings: Settings) -> ServiceParts:
@@ -77,5 +86,6 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, apps,
         register=lambda s: judging_pb2_grpc.add_JudgingServiceServicer_to_server(servicer, s.server),
         service_names=[judging_pb2.DESCRIPTOR.services_by_name["JudgingService"].full_name],
-        close=close, companions=[LagMonitor(settings, groups)], loading=[embedder.loaded],
+        close=close, companions=[LagMonitor(settings, groups)],
+        loading=[embedder.loaded, lambda: asyncio.to_thread(load_evaluator_libraries)],
     )

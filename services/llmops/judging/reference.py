@@ -15,10 +15,10 @@ import re
 import string
 from collections import Counter
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import sacrebleu
-from rouge_score import rouge_scorer
+if TYPE_CHECKING:
+    from rouge_score import rouge_scorer
 
 Metric = Callable[[str, str], float]
 
@@ -77,6 +77,8 @@ def bleu(prediction: str, reference: str) -> float:
     our scores silently.
     Tokenisation is sacrebleu's default ``13a`` (the WMT standard), case-sensitive.
     """
+    import sacrebleu   # imported on first use (see load_libraries)
+
     result = sacrebleu.sentence_bleu(prediction, [reference], smooth_method="exp", use_effective_order=True)
     # exp(mean of logs) of a perfect match comes out as 100.00000000000004; keep the scale honest
     return min(result.score / 100.0, 1.0)
@@ -85,7 +87,18 @@ def bleu(prediction: str, reference: str) -> float:
 @lru_cache(maxsize=1)
 def _rouge_l_scorer() -> rouge_scorer.RougeScorer:
     """One scorer for the process: building it loads the Porter stemmer, which is not free."""
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def load_libraries() -> None:
+    """Import what :func:`bleu` and :func:`rouge_l` use, which they otherwise do on first use:
+    seconds of CPU (rouge-score imports nltk, which imports SciPy and scikit-learn), so a service
+    does it while it starts, off its import path (a thread, alongside its group join)."""
+    import sacrebleu  # noqa: F401
+
+    _rouge_l_scorer()
 
 
 def rouge_l(prediction: str, reference: str) -> float:
