@@ -15,7 +15,7 @@ from llmops.common.envelope import CONTENT_TYPE, CONTENT_TYPE_HEADER, TYPE_HEADE
 from llmops.common.events import VALIDATORS, read_event, validate_completion
 from llmops.common.retry import is_transient
 from llmops.common.stream import Rejected
-from llmops.tracing.store import TraceStore
+from llmops.tracing.store import SpanWire, TraceStore
 from llmops.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ class TraceIngestor:
         # the write's thread runs little more than the SQL, mostly outside the GIL
         span_rows = getattr(store, "write_span_rows", None) and getattr(store, "span_row", None)
         self._to_row = {events_pb2.SpanEvent: store.span_row} if span_rows else {}
+        # and, when the store can, straight from their bytes (attributes as raw map entries)
+        self._spans_topic = f"{topic_prefix}spans"
+        self._wire_span_row = getattr(store, "wire_span_row", None) if span_rows else None
         self.kinds = {
             f"{topic_prefix}spans": (events_pb2.SpanEvent, store.write_span_rows if span_rows else store.write_spans),
             f"{topic_prefix}completions": (events_pb2.CompletionEvent, store.write_completions),
@@ -78,7 +81,25 @@ class TraceIngestor:
         rejected: list[Rejected] = []
         batches: dict[str, list[tuple[Record, object]]] = defaultdict(list)
         kinds = self.kinds
+        spans_topic, wire_row = self._spans_topic, self._wire_span_row
+        if wire_row is not None:
+            spans = batches[spans_topic]
+            parse_wire, validate_span = SpanWire.FromString, self._validators[events_pb2.SpanEvent]
+            span_type = self._type_headers[events_pb2.SpanEvent]
         for r in records:
+            if wire_row is not None and r.topic == spans_topic:
+                # the bulk: a span in the platform's envelope, parsed, validated and made a row at once;
+                # anything this path cannot read goes the general way below, which words the reason
+                h = r.headers
+                if r.value is not None and len(h) >= 2 and h[0] == _PROTOBUF_HEADER and h[1] == span_type:
+                    try:
+                        spans.append((r, wire_row(validate_span(parse_wire(r.value)))))
+                        continue
+                    except UndecodableMessage as exc:      # parsed, and invalid
+                        rejected.append(Rejected(r, str(exc)))
+                        continue
+                    except (DecodeError, ValueError):
+                        pass
             kind = kinds.get(r.topic)
             if kind is None:
                 rejected.append(Rejected(r, f"tracing does not consume topic {r.topic!r}", "UnexpectedTopic"))
@@ -101,6 +122,8 @@ class TraceIngestor:
                 batches[r.topic].append((r, ev if to_row is None else to_row(ev)))
             except UndecodableMessage as exc:
                 rejected.append(Rejected(r, str(exc)))
+        if wire_row is not None and not spans:
+            del batches[spans_topic]
         return rejected, batches
 
     async def _write(self, topic: str, items: list[tuple[Record, object]]) -> list[Rejected]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.json_format import MessageToDict, ParseDict
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy import exc as sa_exc
@@ -127,12 +128,9 @@ def _traces_of_new_spans(new: list[tuple]) -> list[tuple]:
         if b is None:
             traces[tid] = [start, end, status, 1]
         else:
-            if start < b[0]:
-                b[0] = start
-            if end > b[1]:
-                b[1] = end
-            if status > b[2]:
-                b[2] = status
+            b[0] = min(b[0], start)
+            b[1] = max(b[1], end)
+            b[2] = max(b[2], status)
             b[3] += 1
     return [(tid, *traces[tid]) for tid in sorted(traces)]
 
@@ -164,6 +162,103 @@ def _span_row(s: events_pb2.SpanEvent) -> tuple:
             end.seconds * 1_000_000 + end.nanos // 1000, s.status, s.status_message, _to_json(dict(s.attributes)))
 
 
+def _span_wire_class():
+    """``SpanEvent``'s wire format with ``attributes`` read as its raw map entries (a map field is
+    a repeated entry message on the wire, so the same bytes parse as ``repeated bytes``)."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="llmops/tracing/span_wire.proto", package="llmops.tracing",
+                                             syntax="proto3")
+    fdp.dependency.extend(d.name for d in events_pb2.DESCRIPTOR.dependencies)
+    msg = fdp.message_type.add()
+    events_pb2.SpanEvent.DESCRIPTOR.CopyToProto(msg)
+    msg.name = "SpanWire"
+    del msg.nested_type[:]                       # the map's entry type
+    for f in msg.field:
+        if f.name == "attributes":
+            f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+            f.ClearField("type_name")
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(fdp.name)
+    except KeyError:
+        pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("llmops.tracing.SpanWire"))
+
+
+#: a span as it comes off Kafka (``SpanEvent``'s bytes), with its attributes left as raw map entries
+SpanWire = _span_wire_class()
+
+_encode_string = json.encoder.encode_basestring   # a JSON string, as json.dumps(..., ensure_ascii=False) writes it
+_ATTRIBUTE_CACHE_MAX = 32_768                     # entries of at most _ATTRIBUTE_CACHED_BYTES: a few MB
+_ATTRIBUTE_CACHED_BYTES = 128
+_attribute_cache: dict[bytes, tuple[str, str]] = {}
+
+
+def _attribute(raw: bytes) -> tuple[str, str]:
+    """(key, its JSON member ``"key": "value"``) of one raw map entry (``key = 1``, ``value = 2``,
+    either may be absent); ``ValueError`` for anything else (another field, bytes that are not
+    UTF-8), which the caller reads the general way. The platform's attributes repeat (model,
+    route, template, ...): small entries are remembered."""
+    hit = _attribute_cache.get(raw)
+    if hit is not None:
+        return hit
+    try:
+        key, value = _entry_fields(raw)
+    except IndexError:
+        raise ValueError("map entry truncated") from None
+    entry = (key, f"{_encode_string(key)}: {_encode_string(value)}")
+    if len(raw) <= _ATTRIBUTE_CACHED_BYTES:
+        if len(_attribute_cache) >= _ATTRIBUTE_CACHE_MAX:
+            _attribute_cache.clear()
+        _attribute_cache[raw] = entry
+    return entry
+
+
+def _entry_fields(raw: bytes) -> tuple[str, str]:
+    key = value = ""
+    i, n = 0, len(raw)
+    while i < n:
+        tag = raw[i]
+        if tag != 10 and tag != 18:              # field 1 or 2, length-delimited
+            raise ValueError(f"map entry field tag {tag}")
+        size, shift, i = 0, 0, i + 1
+        while True:                              # the length, a varint
+            b = raw[i]
+            size |= (b & 0x7F) << shift
+            i += 1
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 28:
+                raise ValueError("map entry length too long")
+        if i + size > n:
+            raise ValueError("map entry truncated")
+        text = raw[i:i + size].decode()
+        i += size
+        if tag == 10:
+            key = text
+        else:
+            value = text
+    return key, value
+
+
+def _wire_span_row(s) -> tuple:
+    """:func:`_span_row` of a :data:`SpanWire`: the same row (the attributes' JSON is written from
+    the raw entries, a key given twice keeps its last value, as a protobuf map does), without
+    building a map and a dict per span. ``ValueError`` for an entry it cannot read."""
+    start, end = s.start_time, s.end_time
+    entries = s.attributes
+    if entries:
+        members: dict[str, str] = {}
+        for raw in entries:
+            key, member = _attribute(raw)
+            members[key] = member
+        attributes = "{" + ", ".join(members.values()) + "}"
+    else:
+        attributes = "{}"
+    return (s.trace_id, s.span_id, s.parent_span_id, s.name, s.service, start.seconds * 1_000_000 + start.nanos // 1000,
+            end.seconds * 1_000_000 + end.nanos // 1000, s.status, s.status_message, attributes)
+
+
 class SqlTraceStore:
     def __init__(self, url: str, *, run_migrations: bool = True, write_lock_timeout_s: float = 5.0) -> None:
         """``write_lock_timeout_s``: how long a write waits for a lock another session holds
@@ -193,6 +288,9 @@ class SqlTraceStore:
 
     #: a span as the row :meth:`write_span_rows` takes (a consumer may build rows ahead of the write)
     span_row = staticmethod(_span_row)
+    #: :attr:`span_row` of a :data:`SpanWire` parsed from a span's bytes (raises ``ValueError`` for
+    #: attributes it cannot read: such a span is read as a ``SpanEvent``)
+    wire_span_row = staticmethod(_wire_span_row)
 
     def write_span_rows(self, rows: list[tuple]) -> int:
         """:meth:`write_spans` of spans already made rows by :attr:`span_row`."""
