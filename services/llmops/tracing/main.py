@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from llmops.common.batch_worker import KafkaBatchWorker
 from llmops.common.bus import DeadLetterQueue, EventBus
@@ -19,8 +20,17 @@ from llmops.tracing.store import SqlTraceStore
 from llmops.tracing.traces import Traces
 from llmops.v1 import tracing_pb2, tracing_pb2_grpc
 
+#: the cyclic collector's thresholds in the tracing process (CPython's default: 700, 10, 10)
+COLLECTOR_THRESHOLDS = (50_000, 20, 100)
+
 
 async def build(settings: Settings) -> ServiceParts:
+    # The ingest makes a few dozen short-lived, acyclic objects per span (records, rows, strings)
+    # and holds tens of thousands of them queued: at the default thresholds the collector ran about
+    # 1,150 times per 100,000 spans and took a fifth to a quarter of the sink's time (1.1-1.4 s of
+    # 4.5-5.5 s here); collecting after 50,000 allocations, 0.2-0.45 s in all. What the runtime
+    # freezes after start-up is left out of every collection either way.
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     store = await asyncio.to_thread(SqlTraceStore, settings.trace_db_url)
     bus = EventBus(settings)
     group = f"{settings.topic_prefix}tracing"
