@@ -1,6 +1,6 @@
 """What a service pays for at its start, which is the recovery time of every fault that restarts
 it: importing a service's composition root does not import the model libraries (torch,
-sentence-transformers), drift's Evidently or the judge's scikit-learn and nltk (each of which
+sentence-transformers), drift's Evidently, the judge's scikit-learn and nltk or LanceDB (each of which
 the service loads in a thread while it joins its group, or on first use); the embedding model loads in a thread of its own
 while the service starts (its gRPC server, its group join), and whoever needs the model waits for
 it; a load that failed fails whoever waits."""
@@ -21,7 +21,7 @@ from llmops.embedding import LoadingEmbedder
 
 ROOT = Path(__file__).resolve().parents[2]
 #: loaded in a thread while the service starts (the model), or on first use (Evidently, in a window)
-HEAVY = ("torch", "sentence_transformers", "transformers", "evidently", "sklearn", "nltk")
+HEAVY = ("torch", "sentence_transformers", "transformers", "evidently", "sklearn", "nltk", "lancedb")
 
 
 def modules_after_import(module: str) -> set[str]:
@@ -93,3 +93,34 @@ def test_a_load_that_failed_fails_whoever_waits_and_a_cancelled_waiter_does_not_
     with pytest.raises(FileNotFoundError):
         emb.embed(["x"])
     assert not emb.is_loaded()
+
+
+def test_a_retriever_still_opening_is_unavailable_to_searches_and_upserts_wait_for_it():
+    from llmops.common.errors import Unavailable
+    from llmops.retrieval.retriever import DocumentIn, Retriever
+
+    class Store:
+        def __init__(self) -> None:
+            self.tables: dict[str, int] = {}
+            self.rows: list = []
+
+        def ensure_collection(self, name, dim): self.tables.setdefault(name, dim)
+        def has_collection(self, name): return name in self.tables
+        def replace_documents(self, collection, ids, chunks): self.rows += chunks
+        def search(self, collection, query, vector, alpha, top_k, filters): return []
+
+    retriever = Retriever(Model(), None, open_now=False)
+    store = Store()
+
+    async def main() -> None:
+        with pytest.raises(Unavailable):            # not "collection default does not exist"
+            await retriever.search("what is a list", alpha=0.0)
+        upsert = asyncio.create_task(retriever.upsert("default", [DocumentIn("d1", "a list is a sequence")]))
+        await asyncio.sleep(0.2)
+        assert not upsert.done() and store.rows == []
+        await asyncio.to_thread(retriever.open, store)
+        assert await asyncio.wait_for(upsert, 5) == (1, 1)
+        assert store.tables == {"default": 3} and len(store.rows) == 1
+        assert await retriever.search("what is a list", alpha=0.0) == []
+
+    asyncio.run(main())

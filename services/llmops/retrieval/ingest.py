@@ -31,6 +31,7 @@ class DocumentIngestor:
         return ev
 
     async def handle(self, records: list[Record]) -> list[Rejected]:
+        await self.retriever.wait_open()   # the first batch may come while the service starts
         rejected: list[Rejected] = []
         # in offset order, the last event for a document id wins
         latest: dict[tuple[str, str], tuple[Record, events_pb2.DocumentEvent]] = {}

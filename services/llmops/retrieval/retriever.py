@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -42,28 +43,41 @@ def check_filters(filters: dict[str, str]) -> dict[str, str]:
 
 
 class Retriever:
-    def __init__(self, embedder: Embedder, store: VectorStore, *, default_collection: str = "default",
+    def __init__(self, embedder: Embedder, store: VectorStore | None, *, default_collection: str = "default",
                  chunk_size: int = 800, chunk_overlap: int = 120, open_now: bool = True) -> None:
         self.embedder = embedder
-        self.store = store
+        self.store = store            # None until open(store): the service opens it while it starts
         self.default_collection = check_collection(default_collection)
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
-        self.opened = False
+        self._opened = threading.Event()
         if open_now:
             self.open()
 
-    def open(self) -> None:
-        """Make sure the default collection exists. It needs the embedder's dimension, so with a model
-        still loading (the service's start) this waits for it: call it from a worker thread. Until
-        then a search or a delete is UNAVAILABLE (the default collection is not known yet, not
-        missing); an upsert waits for the model."""
+    def open(self, store: VectorStore | None = None) -> None:
+        """Take ``store`` (if given) and make sure the default collection exists. That needs the
+        embedder's dimension, so with a model still loading (the service's start) this waits for it:
+        call it from a worker thread. Until it is done a search, a delete or a listing is UNAVAILABLE
+        (the default collection is not known yet, not missing) and an upsert waits for it."""
+        if store is not None:
+            self.store = store
+        if self.store is None:
+            raise ValueError("no vector store to open")
         self.store.ensure_collection(self.default_collection, self.embedder.dim)
-        self.opened = True
+        self._opened.set()
+
+    @property
+    def opened(self) -> bool:
+        return self._opened.is_set()
+
+    async def wait_open(self) -> None:
+        """Until :meth:`open` is done (a batch of documents may come while the service starts)."""
+        while not self._opened.is_set():
+            await asyncio.sleep(0.05)
 
     def _check_open(self) -> None:
-        if not self.opened:
-            raise Unavailable("retrieval is starting: its embedding model is still loading")
+        if not self._opened.is_set():
+            raise Unavailable("retrieval is starting: its embedding model and vector store are still loading")
 
     def _collection(self, name: str) -> str:
         return check_collection(name or self.default_collection)
@@ -96,6 +110,7 @@ class Retriever:
             if not d.text.strip():
                 raise InvalidArgument(f"document {d.id!r} has no text")
             latest[d.id] = d  # the last version of a repeated id wins
+        await self.wait_open()
         ids, chunks = await asyncio.to_thread(self.prepare, list(latest.values()))
         self.store.ensure_collection(collection, self.embedder.dim)
         await asyncio.to_thread(self.store.replace_documents, collection, ids, chunks)
@@ -134,4 +149,5 @@ class Retriever:
         return hits
 
     def collections(self) -> list[tuple[str, int, int]]:
+        self._check_open()
         return self.store.collections()
