@@ -79,3 +79,49 @@ async def _now(value: bool) -> bool:
 
 async def _is(target: str, state: str) -> bool:
     return await health_status(target, 1.0) == state
+
+
+def test_a_killed_service_under_llmops_up_takes_its_own_place_in_its_group(tmp_path):
+    """Static membership: the restarted process rejoins as the member that died (its name is the
+    service's), so it neither joins beside it nor waits for its session to run out."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from llmops.cli.stack import Stack, free_port
+
+    s = make_settings(tmp_path / "data", "", kafka_embedded_port=free_port(), judge_backend="none",
+                      shutdown_grace_s=6.0, topic_partitions=1)
+    lines: list[str] = []
+    stack = Stack(s, services=("retrieval",), on_progress=lines.append)
+    group = f"{s.topic_prefix}retrieval"
+
+    async def members() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+        await admin.start()
+        try:
+            described = await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+        return [m[0] for g in described for m in g.groups[0][5]] if described else []
+
+    async def main() -> tuple[list[str], list[str]]:
+        await stack.start(timeout_s=180)
+        stop = asyncio.Event()
+        watch = asyncio.create_task(stack.watch(stop))
+        try:
+            before = await until(members, 30, "a member in the group")
+            pid = stack.procs["retrieval"].proc.pid
+            import os
+            import signal
+            os.killpg(pid, signal.SIGKILL)
+            await until(lambda: _now(any(n == "retrieval" for n, _ in stack.recoveries)), 120, "SERVING again")
+            assert stack.procs["retrieval"].proc.pid != pid
+            return before, await members()
+        finally:
+            stop.set()
+            await watch
+            await stack.stop()
+
+    before, after = asyncio.run(main())
+    assert len(before) == 1 and before[0].startswith("llmops-up-retrieval-"), before
+    assert len(after) == 1 and after[0].startswith("llmops-up-retrieval-"), after
+    assert any("retrieval is SERVING again" in ln for ln in lines), lines

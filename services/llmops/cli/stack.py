@@ -137,7 +137,13 @@ class Stack:
     def _spawn(self, name: str) -> ServiceProcess:
         log_path = self.log_dir / f"{name}.log"
         out = open(log_path, "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "llmops.cli", "serve", name], env=self._env,
+        env = self._env
+        if self.settings.embedded_broker:
+            # the stack's own broker: nobody else joins these groups, and one process runs each service.
+            # Its static member name (the same after a restart) takes the place of the member that died,
+            # instead of joining beside it until its session runs out (on Tansu, ~20 s instead of 6)
+            env = {**env, "LLMOPS_KAFKA_GROUP_INSTANCE_ID": f"llmops-up-{name}"}
+        proc = subprocess.Popen([sys.executable, "-m", "llmops.cli", "serve", name], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         sp = self.procs[name] = ServiceProcess(name, proc, log_path)

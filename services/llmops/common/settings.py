@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         10_000, description="Consumer group session timeout (Tansu joins after half of it)."
     )
+    kafka_group_instance_id: str = Field(
+        "", description="Static group membership (KIP-345): this process's stable member name in each of its consumer groups, so that its restart takes the place of the member that died instead of waiting out that member's session (on Tansu, a restart that joined within it waited about 20 s). At most one running process may use a name. `llmops up` sets one per service; empty: dynamic membership."
+    )
     topic_prefix: str = Field("llmops.", description="Prefix of every topic name.")
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics llmops creates.")
     topic_replication: int = Field(1, ge=1, description="Replication factor of topics llmops creates.")

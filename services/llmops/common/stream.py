@@ -47,6 +47,7 @@ def make_app(settings: Settings, service: str) -> faust.App:
         broker_session_timeout=session_s,
         broker_heartbeat_interval=max(1.0, session_s / 5),
         broker_rebalance_timeout=max(session_s * 2, 20.0),
+        consumer_group_instance_id=settings.kafka_group_instance_id or None,   # one group per app: the name may repeat across apps
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_partitions=settings.topic_partitions,
