@@ -126,10 +126,6 @@ def test_the_join_and_the_windows_move_on_under_a_backlog(embedder, tmp_path):
     store.close()
 
 
-@pytest.mark.skip(reason="stage 2 waits behind stage 1 while both share one faust app (one conductor delivers "
-                         "every partition in turn); a second faust app for drift-observations fixes that, but "
-                         "two faust apps in the drift process died of SIGSEGV within a minute under a backlog "
-                         "(not yet understood), so the service keeps one app for now")
 def test_a_backlog_beyond_capacity_is_slow_not_stuck(kafka, tmp_path):
     s = make_settings(tmp_path, kafka, drift_window_size=WINDOW, drift_join_wait_s=0.5)
     drift = ServiceThread("drift", s, build_drift).start()

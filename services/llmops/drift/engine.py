@@ -151,7 +151,6 @@ class DriftEngine:
         self.join_lock = asyncio.Lock()      # the join table: the agent and the sweeper (never held across a close's embedding)
         self.close_lock = asyncio.Lock()     # one close at a time
         self._closing: set[bytes] = set()    # keys whose entry is being closed (embedded, stored, routed)
-        self._due_backlog = 0                # entries past their wait, not closed yet, as the last close counted them
         self._closed_total = 0               # entries closed since start (the agent waits on it under a backlog)
         self._closed = asyncio.Event()       # set after each close
         self.max_pending = max(CLOSE_BATCH, max_pending)
@@ -223,7 +222,7 @@ class DriftEngine:
         (:func:`liveness.still_working`), so a backlog far beyond drift's capacity is slow, not
         stuck; a sweeper that closes nothing says nothing, and the watchdog sees the stall."""
         seen = self._closed_total
-        while self._due_backlog > MAX_DUE_BACKLOG or len(self.table) >= self.max_pending:
+        while self._due_now() > MAX_DUE_BACKLOG or len(self.table) >= self.max_pending:
             self._closed.clear()
             try:
                 await asyncio.wait_for(self._closed.wait(), BACKLOG_POLL_S)
@@ -232,6 +231,13 @@ class DriftEngine:
             if self._closed_total != seen:
                 seen = self._closed_total
                 liveness.still_working()
+
+    def _due_now(self) -> int:
+        """Join entries past their wait now, counted afresh (a count the sweeper left at its last
+        close is stale after a burst: the first batches of a backlog came in before any close, and
+        the join took thousands of entries, minutes of embedding, before it waited)."""
+        now = now_us()
+        return sum(1 for v in list(self.table.values()) if v is not None and v["due"] <= now)
 
     def _entry(self, key: bytes) -> JoinEntry | None:
         stored = self.table.get(key)
@@ -407,7 +413,6 @@ class DriftEngine:
                 due_all = [(k, v) for k, v in list(self.table.items())
                            if v is not None and (force or v["due"] <= now)]
                 due = due_all[:CLOSE_BATCH]
-                self._due_backlog = len(due_all)
                 if not due:
                     self._closed.set()
                     return 0
@@ -442,7 +447,6 @@ class DriftEngine:
                     metrics.DRIFT_PENDING.set(len(self.table))
             finally:
                 self._closing = set()
-            self._due_backlog = max(0, self._due_backlog - len(due))
             self._closed_total += len(due)
             self._closed.set()
         return len(due)
