@@ -11,7 +11,6 @@ import asyncio
 import random
 import time
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from llmops.cli.workloads import python_prompts, synthetic_completion
 from llmops.common.envelope import Record, encode
