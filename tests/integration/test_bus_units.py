@@ -221,3 +221,34 @@ def test_an_otlp_span_too_large_for_a_kafka_message_is_rejected_and_the_rest_of_
     names = {events_pb2.SpanEvent.FromString(m.value).name
              for m in consume_until(kafka, s.topic("spans"), lambda out: len(out) >= 2, what="2 spans")}
     assert names == {"op1", "op3"}
+
+
+def test_an_acked_unit_returns_once_the_broker_has_it_and_never_waits_past_its_bound(tmp_path):
+    """publish_unit_acked (the request path answers after it): True once the broker acknowledged
+    every event of the unit, so its events are already published when it returns; with the broker
+    gone it returns False after its wait, and the unit is still counted when the bus stops."""
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
+    asyncio.run(broker.start())
+    s = make_settings(tmp_path, broker.bootstrap)
+    try:
+        async def run():
+            await ensure_topics(s)
+            bus = EventBus(s)
+            await bus.start()
+            ok = await bus.publish_unit_acked(request_unit(s, 0), wait_s=10.0)
+            published_at_return = bus.stats.published
+            broker.stop()
+            timeouts = metrics.PUBLISH_ACK_TIMEOUTS._value.get()
+            t0 = time.monotonic()
+            late = await bus.publish_unit_acked(request_unit(s, 1), wait_s=0.5)
+            waited = time.monotonic() - t0
+            counted = metrics.PUBLISH_ACK_TIMEOUTS._value.get() - timeouts
+            stats = await bus.stop(1.0)
+            return ok, published_at_return, late, waited, counted, stats
+
+        ok, published_at_return, late, waited, counted, stats = asyncio.run(run())
+    finally:
+        broker.stop()
+    assert ok and published_at_return == SPANS_PER_UNIT + 1
+    assert late is False and 0.5 <= waited < 1.5 and counted == 1
+    assert stats.units_undelivered == 1 and stats.undelivered == SPANS_PER_UNIT + 1

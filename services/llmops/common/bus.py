@@ -78,6 +78,12 @@ class EventPublisher(Protocol):
         (False, and every event counted undelivered)."""
         ...
 
+    async def publish_unit_acked(self, events: Sequence[OutgoingEvent], wait_s: float) -> bool:
+        """As :meth:`publish_unit`, then wait up to ``wait_s`` for the broker to acknowledge every
+        event of the unit: True once it has. False when refused, undelivered, or not acknowledged in
+        time (the unit is still delivered or counted later, as any other)."""
+        ...
+
     async def send_many(self, messages: list[OutgoingEvent]) -> None:
         """The consumers' door: deliver all of them, acknowledged by the broker, or raise."""
         ...
@@ -103,7 +109,7 @@ class _Outgoing(NamedTuple):   # a tuple: built for every event on the request p
 
 class _Unit:
     """One request's events and where each of them is: ``outcomes[i]`` None while pending."""
-    __slots__ = ("detail", "drops", "failed", "held", "items", "nbytes", "outcomes", "resolved", "sent")
+    __slots__ = ("detail", "drops", "failed", "held", "items", "nbytes", "outcomes", "resolved", "sent", "settled")
 
     def __init__(self, items: list[_Outgoing], nbytes: int) -> None:
         self.items = items
@@ -115,6 +121,7 @@ class _Unit:
         self.held = False                               # counted against the buffer's bounds
         self.drops: Counter[tuple[str, str]] | None = None   # undelivered events by (topic, reason)
         self.detail = ""                                # what went wrong first, for the log
+        self.settled: asyncio.Event | None = None       # set once every event is resolved (publish_unit_acked)
 
     @property
     def key(self) -> str:
@@ -305,6 +312,27 @@ class EventBus:
         """Buffer all of ``events`` as one unit without waiting, or none of them: False, and every
         event counted undelivered with the reason (bus not started or stopping, a full buffer, an
         event too large for the producer)."""
+        return self._enqueue(events) is not False
+
+    async def publish_unit_acked(self, events: Sequence[OutgoingEvent], wait_s: float) -> bool:
+        """Buffer ``events`` as one unit (:meth:`publish_unit`), then wait up to ``wait_s`` until the
+        broker acknowledged all of them. The request path answers after this, so a process killed
+        after its answer loses none of that request's events; a broker too slow to acknowledge in
+        ``wait_s`` delays no answer further (the unit is delivered or counted later, as any other)."""
+        unit = self._enqueue(events, acked=True)
+        if unit is False:
+            return False
+        if unit is True:
+            return True
+        try:
+            await asyncio.wait_for(unit.settled.wait(), max(0.0, wait_s))
+        except TimeoutError:
+            metrics.PUBLISH_ACK_TIMEOUTS.inc()
+            return False
+        return unit.failed is None
+
+    def _enqueue(self, events: Sequence[OutgoingEvent], acked: bool = False) -> _Unit | bool:
+        """The unit buffered (or True: no events), or False: refused, and counted."""
         items = []
         nbytes = biggest = 0
         big: _Outgoing | None = None
@@ -319,6 +347,8 @@ class EventBus:
         if not items:
             return True
         unit = _Unit(items, nbytes)
+        if acked:
+            unit.settled = asyncio.Event()
         if self._state != "running":
             if self._state == "stopping":
                 self._refused_stopping += len(items)
@@ -338,7 +368,7 @@ class EventBus:
         self._buffer.append(unit)
         self._buffered_events += len(items)
         self._wakeup.set()
-        return True
+        return unit
 
     async def flush(self, timeout_s: float = 10.0) -> None:
         """Wait until everything published so far is delivered or counted as undelivered."""
@@ -429,6 +459,8 @@ class EventBus:
             if not self._held_events:
                 self._idle.set()
                 self._gauges()
+        if unit.settled is not None:
+            unit.settled.set()
         if unit.failed is None:
             self.stats.units_published += 1
             self._units_delivered.inc()

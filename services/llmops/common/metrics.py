@@ -34,6 +34,11 @@ PUBLISH_BUFFER_BYTES = Gauge(
     "llmops_publish_buffer_bytes", "Bytes of events the request path holds (buffered or awaiting acknowledgement)",
     registry=REGISTRY,
 )
+PUBLISH_ACK_TIMEOUTS = Counter(
+    "llmops_publish_ack_timeouts_total",
+    "Requests answered before the broker acknowledged their events (LLMOPS_PUBLISH_ACK_WAIT_S passed); "
+    "the events are still delivered or counted undelivered later", registry=REGISTRY,
+)
 PUBLISH_UNITS = Counter(
     "llmops_publish_units_total",
     "Units the request path published (one request's spans and completion), by outcome: delivered, or the "

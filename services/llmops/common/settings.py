@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     publish_queue_size: int = Field(
         10_000, ge=1, description="Events the request path may buffer before counting them undelivered."
     )
+    publish_ack_wait_s: float = Field(
+        2.0, ge=0.0, le=60.0, description="How long Generate (and the OpenAI door) waits, before it answers, for the broker to acknowledge the request's spans and completion, so a process killed after answering loses none of them. 0: answer at once (the events are delivered in the background, and a SIGKILL loses what is still buffered). A broker slower than this delays no answer further (llmops_publish_ack_timeouts_total)."
+    )
     publish_buffer_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Bytes of events the request path may hold (buffered or awaiting the broker's acknowledgement) before it refuses a request's events as a whole (counted undelivered, reason buffer_full)."
     )

@@ -136,7 +136,8 @@ class InferenceEngine:
     def __init__(self, router: Router, prompts: PromptRegistry, retrieval: RetrievalClient | None,
                  publisher: EventPublisher, topic_prefix: str = "llmops.",
                  busy: Callable[[], ContextManager] = contextlib.nullcontext, prices: PriceTable | None = None,
-                 max_shadows: int = 4, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 max_shadows: int = 4, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 ack_wait_s: float = 0.0) -> None:
         self.router = router
         self.prompts = prompts
         self.retrieval = retrieval
@@ -148,6 +149,7 @@ class InferenceEngine:
         self.max_shadows = max_shadows
         self._shadows: set[asyncio.Task] = set()
         self._sleep = sleep
+        self.ack_wait_s = ack_wait_s   # > 0: a request is answered once the broker has its events
 
     @property
     def default_model(self) -> str:
@@ -254,6 +256,7 @@ class InferenceEngine:
             last: inference_pb2.Deployment | None = None
             question = ""
             completion: events_pb2.CompletionEvent | None = None   # published with the spans, as one unit
+            published = False
             try:
                 question, history = self._conversation(req)
                 plan = self.router.plan(route_name, req.session_id, req.user_id)
@@ -290,6 +293,11 @@ class InferenceEngine:
                 completion = self._completion(req, question, prep, result, root.span_id)
                 if plan.shadow is not None:
                     self._start_shadow(plan, req, question, history, contexts, trace_id)
+                if self.ack_wait_s > 0:   # durable before the answer: a kill after it loses nothing
+                    rec.close_open(None)
+                    published = True
+                    await self.publisher.publish_unit_acked(self._request_unit(rec, root.span_id, completion),
+                                                            self.ack_wait_s)
                 yield result
             except (GeneratorExit, asyncio.CancelledError):
                 error = RequestCancelled("the client went away before the response was complete")
@@ -304,8 +312,9 @@ class InferenceEngine:
                                                    (time.perf_counter() - t0) * 1000)
                 raise
             finally:
-                rec.close_open(error)
-                self._publish_request(rec, root.span_id, completion)
+                if not published:
+                    rec.close_open(error)
+                    self._publish_request(rec, root.span_id, completion)
 
     @staticmethod
     def _deadline(route: inference_pb2.Route, req: GenerateInput, now: float) -> float:
@@ -496,11 +505,15 @@ class InferenceEngine:
                          completion: events_pb2.CompletionEvent | None) -> None:
         """A request's spans and its completion, as one unit: delivered together, or counted as
         undelivered together (the bus never waits on Kafka)."""
+        self.publisher.publish_unit(self._request_unit(rec, root_span, completion))
+
+    def _request_unit(self, rec: SpanRecorder, root_span: str,
+                      completion: events_pb2.CompletionEvent | None) -> list:
         tp = traceparent(rec.trace_id, root_span)
         unit = [(self.spans_topic, rec.trace_id, s, tp) for s in rec.spans]
         if completion is not None:
             unit.append((self.completions_topic, completion.trace_id, completion, tp))
-        self.publisher.publish_unit(unit)
+        return unit
 
     def _completion(self, req: GenerateInput, question: str, prep: _Prepared, res: GenerateResult,
                     root_span: str) -> events_pb2.CompletionEvent:

@@ -83,7 +83,8 @@ async def build(settings: Settings) -> ServiceParts:
     retrieval = GrpcRetrievalClient(settings.grpc_target("retrieval"))
     busy = BusySignal(settings.busy_signal_path)
     engine = InferenceEngine(router, prompts, retrieval, bus, settings.topic_prefix, busy=busy.busy,
-                             prices=settings.price_table, max_shadows=settings.shadow_max_concurrent)
+                             prices=settings.price_table, max_shadows=settings.shadow_max_concurrent,
+                             ack_wait_s=settings.publish_ack_wait_s)
     limits = InputLimits.for_message_bytes(settings.kafka_max_message_bytes)   # what one event can carry
     servicer = InferenceServicer(engine, prompts, settings.default_max_new_tokens, admin, limits)
     gateway = None
