@@ -115,6 +115,16 @@ def _hook_agent_errors(app, progress: ConsumerProgress) -> None:
         agent._on_error = on_error
 
 
+def _stop_within(part, budget_s: float) -> Awaitable:
+    """``part.stop()``, told its budget when it takes one (a consumer then drains what it holds
+    within it and still leaves its group, instead of being cancelled halfway)."""
+    import inspect
+
+    if "grace_s" in inspect.signature(part.stop).parameters:
+        return part.stop(grace_s=max(0.1, budget_s - 0.5))
+    return part.stop()
+
+
 async def _bounded(what: str, aw: Awaitable, timeout_s: float) -> None:
     t0 = time.monotonic()
     try:
@@ -208,8 +218,12 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
 
     async def stop() -> None:
         bus_share = min(5.0, parts.time_left() / 3)   # the flush of what the request path buffered
+        # each faust worker keeps a share too: one cut short leaves its consumer thread running, and the
+        # process cannot exit (a raw consumer draining its queue used to take all of the budget)
+        faust_share = min(3.0, parts.time_left() / 4) * len(workers)
         for c in reversed(companions):
-            await _bounded(type(c).__name__, c.stop(), parts.time_left(bus_share))
+            budget = parts.time_left(bus_share + faust_share)
+            await _bounded(type(c).__name__, _stop_within(c, budget), budget)
         for w in reversed(workers):
             await _bounded(f"faust worker {w.app.conf.id}", w.stop(), parts.time_left(bus_share))
         left = parts.time_left(0.5)
