@@ -165,3 +165,61 @@ async def _exited(lines: list[str], name: str) -> bool:
 async def _serving_again(stack: Stack, name: str) -> bool:
     return any(n == name for n, _ in stack.recoveries) and await health_status(
         stack.settings.grpc_target(name), 1.0) == "SERVING"
+
+
+def scored(s, trace_ids: set[str]) -> set[str]:
+    """The trace ids of ``trace_ids`` that have a score on the scores topic."""
+    from tests.support import consume
+    if not trace_ids:
+        return set()
+    return {m.key.decode() for m in consume(s.bootstrap_servers, s.topic("scores"), want=10**9, timeout_s=3)
+            if m.key and m.key.decode() in trace_ids}
+
+
+def test_judging_rejoins_a_restarted_broker_in_place_and_scores_again(tmp_path):
+    """A stateless faust service (judging) outlives a broker reset: it rejoins its group on the new
+    broker as it is (no exit, no restart) and scores what is sent afterwards. Under ``llmops up``
+    it joins as a static member (LLMOPS_KAFKA_GROUP_INSTANCE_ID), which must not keep it out of the
+    reset broker's group."""
+    s = stack_settings(tmp_path)
+    lines: list[str] = []
+    stack = Stack(s, services=("judging",), on_progress=lines.append)
+    init = metadata.MetadataRequest.__init__
+    refuse_topic_auto_creation()
+
+    async def main() -> None:
+        try:
+            await phases()
+        finally:
+            await stack.stop()
+
+    async def phases() -> None:
+        await stack.start()
+        stop, stop_traffic = asyncio.Event(), asyncio.Event()
+        supervisor = asyncio.create_task(stack.watch(stop))
+        traffic = Traffic(s, RATE_PER_S)
+        sending = asyncio.create_task(traffic.run(stop_traffic))
+        try:
+            t_start = time.monotonic()
+            await until(lambda: asyncio.to_thread(lambda: bool(scored(s, traffic.sent_after(t_start)))), 60,
+                        "judging scoring completions before the fault", lines)
+            stack.broker.proc.send_signal(signal.SIGKILL)
+            await until(lambda: _broker_back(lines), 30, "the broker back", lines)
+            t_back = time.monotonic()
+            await until(lambda: asyncio.to_thread(lambda: bool(scored(s, traffic.sent_after(t_back + 2)))), 90,
+                        "a completion sent after the broker came back scored", lines)
+            assert not any("service 'judging' exited" in ln for ln in lines), lines
+        finally:
+            stop_traffic.set()
+            await asyncio.gather(sending, return_exceptions=True)
+            stop.set()
+            assert await supervisor is None
+
+    try:
+        asyncio.run(main())
+    finally:
+        metadata.MetadataRequest.__init__ = init
+
+
+async def _broker_back(lines: list[str]) -> bool:
+    return any("broker is back" in ln for ln in lines)
