@@ -185,20 +185,24 @@ def streaming_parts(settings: Settings, bus, app, register: Callable[[GrpcServer
             await bus.start()
             clock.mark("event bus")
             joining = clock.now()
-            events = []
-            for a in apps:
+
+            async def start_worker(a) -> None:
                 ev = asyncio.Event()
                 progress = ConsumerProgress(f"faust:{a.conf.id}")
                 _hook_agent_errors(a, progress)
-                w = await run_worker(a, ev)
+                w = await run_worker(a, ev)   # returns once the app has joined its group (and recovered its tables)
                 workers.append(w)
                 parts.progress.append(progress)
                 parts.progress.extend(getattr(a, "llmops_progress", ()))   # each batch agent's own (stream.batch_agent)
                 parts.checks.append(faust_crash_check(a, w, progress))
-                events.append((ev, progress))
-            for ev, progress in events:
                 await ev.wait()
                 progress.joined()
+
+            # each app is a group of its own: they join at once (one after the other, judging's two
+            # groups took two joins, 18 s instead of 9)
+            async with asyncio.TaskGroup() as group:
+                for a in apps:
+                    group.create_task(start_worker(a), name=f"start faust worker {a.conf.id}")
             if apps:
                 clock.mark("group join" if len(apps) == 1 else f"group joins ({len(apps)})", since=joining)
             for c in companions:
