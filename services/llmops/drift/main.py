@@ -21,7 +21,7 @@ from llmops.drift.engine import DriftEngine
 from llmops.drift.monitor_config import load_specs
 from llmops.drift.rollout_monitor import RolloutMonitor
 from llmops.drift.store import DriftStore
-from llmops.embedding import SentenceTransformerEmbedder
+from llmops.embedding import LoadingEmbedder
 from llmops.v1 import drift_pb2, drift_pb2_grpc
 
 
@@ -80,7 +80,9 @@ async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
     """The service's parts, and the engine they run (the tests reach its rollout monitor)."""
     specs = load_specs(settings)
     store = await asyncio.to_thread(DriftStore, settings.drift_db_url)
-    embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.resolved_embedding_model)
+    # the model loads in a thread of its own while the gRPC server starts and the groups are joined
+    # (SERVING waits for it: ``loading``); nothing embeds before the first close
+    embedder = LoadingEmbedder(settings.resolved_embedding_model)
     bus = EventBus(settings)
     cluster = await cluster_id(settings)   # the join's changelog belongs to this cluster
     app = make_app(settings, "drift")
@@ -102,7 +104,7 @@ async def compose(settings: Settings) -> tuple[ServiceParts, DriftEngine]:
         settings, bus, app,
         register=lambda s: drift_pb2_grpc.add_DriftServiceServicer_to_server(servicer, s.server),
         service_names=[drift_pb2.DESCRIPTOR.services_by_name["DriftService"].full_name],
-        close=store.close, companions=[rollouts, engine, monitors, LagMonitor(settings, {
+        close=store.close, loading=[embedder.loaded], companions=[rollouts, engine, monitors, LagMonitor(settings, {
             app.conf.id: engine.join_topics, monitors.group: [engine.observations_topic]})],
     )
     parts.cluster_id = cluster   # a broker reset before the keeper's first look is one too
