@@ -12,7 +12,9 @@ Faults, in this order, each while traffic runs: SIGKILL of every service in turn
 the embedded broker, and the trace store refusing writes for 20 s (another connection holds
 SQLite's exclusive lock). ``llmops up``'s supervisor restarts what was killed.
 
-Then the stream is let to settle and counted in the stores: spans and completions (trace store),
+Before the broker restart, what the earlier faults' traffic sent is let to settle into the stores
+(traffic goes on), so the broker's loss counts only what was sent from then on. Then the stream
+is let to settle and counted in the stores: spans and completions (trace store),
 scores (one per cheap online evaluator and completion), drift observations (drift store), and
 judge spans per (trace, evaluator) and retrain events per window (duplicates). Each sent item is
 attributed to the fault that was active when it was sent. The embedded broker keeps its log in
@@ -146,7 +148,13 @@ async def faults(s, stack: Stack, ledger: Ledger, dwell_s: float, refuse_s: floa
         await recovered(s, ledger, t0)
         await asyncio.sleep(dwell_s)
     if stack.broker is not None:
+        # what the faults before sent is settled into the stores first (traffic goes on), so the
+        # broker's loss is counted only for what was exposed to it: sent from here on
         ledger.phase = "broker restart"
+        before = {"completions": set(ledger.completions), "generated": set(ledger.generated),
+                  "spans": set(ledger.spans)}
+        took = await settled(s, before)
+        print(f"   the earlier faults' traffic settled in {took:.0f}s; killing the broker")
         t0 = time.monotonic()
         stack.broker.proc.send_signal(signal.SIGKILL)
         await recovered(s, ledger, t0)
@@ -161,6 +169,26 @@ async def faults(s, stack: Stack, ledger: Ledger, dwell_s: float, refuse_s: floa
     await recovered(s, ledger, time.monotonic())
     ledger.phase = "after the faults"
     await asyncio.sleep(dwell_s)
+
+
+async def settled(s, sent: dict, quiet_s: float = 45.0, timeout_s: float = 300.0) -> float:
+    """Wait until every item of ``sent`` is stored (spans, completions, a score and a drift
+    observation per trace), or the stores stop changing for ``quiet_s``; seconds it took."""
+    t0 = time.monotonic()
+    last, last_change = None, t0
+    traces = sent["completions"] | sent["generated"]
+    while time.monotonic() - t0 < timeout_s:
+        got = await asyncio.to_thread(stored, s)
+        if traces <= got["completions"] and traces <= got["observed"] and sent["spans"] <= got["spans"] \
+                and all(got["scores"][t] > 0 for t in traces):
+            break
+        sig = (len(got["spans"]), len(got["completions"]), sum(got["scores"].values()), len(got["observed"]))
+        if sig != last:
+            last, last_change = sig, time.monotonic()
+        elif time.monotonic() - last_change > quiet_s:
+            break
+        await asyncio.sleep(2.0)
+    return time.monotonic() - t0
 
 
 async def recovered(s, ledger: Ledger, t0: float, timeout_s: float = 180.0, settle_s: float = 5.0) -> None:
