@@ -185,21 +185,26 @@ class DriftEngine:
         updates: dict[bytes, JoinEntry] = {}
         if self.rollouts is not None:
             await self.rollouts.config_ready.wait()   # the routes first, so no rollout misses the backlog
+        events = []
+        for r in records:
+            kind = self.kinds.get(r.topic)
+            if kind is None:
+                rejected.append(Rejected(r, f"drift does not consume topic {r.topic!r}", "UnexpectedTopic"))
+                continue
+            try:
+                ev = read_event(r, kind)
+            except UndecodableMessage as exc:
+                rejected.append(Rejected(r, str(exc)))
+                continue
+            if self.rollouts is not None:   # the rollout monitor never waits behind the join's embedding
+                self.rollouts.observe(ev)
+            events.append(ev)
+        if self.rollouts is not None:
+            await self.rollouts.flush()   # the decisions this batch made, acknowledged before the batch is
         await self._wait_for_room()
         async with self.join_lock:
             now = now_us()
-            for r in records:
-                kind = self.kinds.get(r.topic)
-                if kind is None:
-                    rejected.append(Rejected(r, f"drift does not consume topic {r.topic!r}", "UnexpectedTopic"))
-                    continue
-                try:
-                    ev = read_event(r, kind)
-                except UndecodableMessage as exc:
-                    rejected.append(Rejected(r, str(exc)))
-                    continue
-                if self.rollouts is not None:
-                    self.rollouts.observe(ev)
+            for ev in events:
                 if isinstance(ev, events_pb2.CompletionEvent) and ev.error:
                     continue
                 tid = ev.trace_id.encode()
@@ -211,8 +216,6 @@ class DriftEngine:
             for tid, entry in updates.items():
                 self.table[tid] = entry.to_dict()
             metrics.DRIFT_PENDING.set(len(self.table))
-        if self.rollouts is not None:
-            await self.rollouts.flush()   # the decisions this batch made, acknowledged before the batch is
         return rejected
 
     async def _wait_for_room(self) -> None:
