@@ -116,7 +116,9 @@ def test_a_bad_canary_is_rolled_back_with_its_evidence_and_failed_requests_stay_
     assert e.canary_errors >= 1 and e.canary_requests > e.canary_n    # failed requests count, unjudged
     assert "drop of" in ev.reason and ev.timestamp.seconds > 0
 
-    st = rollout(client, "support")
+    # the decision is on the topic first, then stored and shown: wait for the status to show it
+    st = wait_until(lambda: (x := rollout(client, "support")).decisions and x, timeout_s=30,
+                    what="the decision in GetRollout")
     assert st.state == "rolled_back" and [d.id for d in st.decisions] == [ev.id] and st.evidence == e
 
     # failed requests reach the rollout monitor only: never the drift join nor its store

@@ -170,6 +170,9 @@ def test_document_ingest_holds_its_batch_while_the_vector_store_is_away_and_stor
         def __init__(self):
             self.down, self.upserted = 2, []
 
+        async def wait_open(self):   # the retriever's store opens in the start's loading step
+            return None
+
         async def upsert(self, collection, docs, source=""):
             if self.down:
                 self.down -= 1
