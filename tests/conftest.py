@@ -71,3 +71,22 @@ def postgres_url():
     """A schema of its own for each test."""
     with postgres_schema() as url:
         yield url
+
+
+# A service thread whose faust worker was not stopped leaves faust's consumer thread (not a daemon)
+# running, and the interpreter waits for it for ever after the last test: a full run printed its
+# summary (863 passed, 3 failed) and then never exited. Until that shutdown is fixed at its root
+# (see the issue-14 note), the session ends the process itself once pytest has reported.
+_SESSION: dict = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SESSION["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    if "status" in _SESSION:
+        import sys
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_SESSION["status"])
