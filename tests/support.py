@@ -86,6 +86,19 @@ def wait_until(fn, timeout_s: float = 20.0, interval_s: float = 0.2, what: str =
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 
+async def until(pred, timeout_s: float, what: str, context: list[str] | None = None, interval_s: float = 0.1):
+    """Await ``pred()`` (a coroutine function) until it returns something true, and return that;
+    fail after ``timeout_s``, with ``context`` (e.g. the stack's progress lines) in the message."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}" + (
+            "\n" + "\n".join(context) if context else "")
+        await asyncio.sleep(interval_s)
+
+
 def interrupt(proc, timeout_s: float = 60.0) -> int:
     """Stop ``llmops up`` (or any process) as Ctrl-C does; its exit code. Killed, and the timeout
     raised, when it has not stopped within ``timeout_s``."""

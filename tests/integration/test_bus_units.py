@@ -3,6 +3,7 @@ one unit (buffered, delivered or counted undelivered together); the buffer is bo
 in bytes; an event too large for the producer is refused with its unit; drops are logged as one line
 per interval with counts; stop() ends within its budget and counts what it could not deliver."""
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -147,11 +148,19 @@ def test_drops_are_logged_as_one_line_per_interval_with_counts(kafka, tmp_path, 
     assert f"{s.topic('spans')}/buffer_full=87" in got[1] and f"{s.topic('completions')}/buffer_full=29" in got[1]
 
 
-def test_stop_with_the_broker_gone_returns_within_its_budget_and_counts_everything(tmp_path, caplog):
+@contextlib.contextmanager
+def own_broker(tmp_path):
+    """An embedded broker of the test's own (the test stops it), and settings on it."""
     broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
     asyncio.run(broker.start())
-    s = make_settings(tmp_path, broker.bootstrap)
     try:
+        yield broker, make_settings(tmp_path, broker.bootstrap)
+    finally:
+        broker.stop()
+
+
+def test_stop_with_the_broker_gone_returns_within_its_budget_and_counts_everything(tmp_path, caplog):
+    with own_broker(tmp_path) as (broker, s):
         async def run():
             await ensure_topics(s)
             bus = EventBus(s)
@@ -169,8 +178,6 @@ def test_stop_with_the_broker_gone_returns_within_its_budget_and_counts_everythi
 
         with caplog.at_level(logging.INFO, logger="llmops.common.bus"):
             accepted, took, stats = asyncio.run(run())
-    finally:
-        broker.stop()
     assert all(accepted)
     assert took < 2.0 + 0.3, f"stop() took {took:.2f} s for a 2 s budget"
     assert stats.published == 4 and stats.undelivered_by_reason == {"shutdown": 53}
@@ -227,10 +234,7 @@ def test_an_acked_unit_returns_once_the_broker_has_it_and_never_waits_past_its_b
     """publish_unit_acked (the request path answers after it): True once the broker acknowledged
     every event of the unit, so its events are already published when it returns; with the broker
     gone it returns False after its wait, and the unit is still counted when the bus stops."""
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
-    asyncio.run(broker.start())
-    s = make_settings(tmp_path, broker.bootstrap)
-    try:
+    with own_broker(tmp_path) as (broker, s):
         async def run():
             await ensure_topics(s)
             bus = EventBus(s)
@@ -247,8 +251,6 @@ def test_an_acked_unit_returns_once_the_broker_has_it_and_never_waits_past_its_b
             return ok, published_at_return, late, waited, counted, stats
 
         ok, published_at_return, late, waited, counted, stats = asyncio.run(run())
-    finally:
-        broker.stop()
     assert ok and published_at_return == SPANS_PER_UNIT + 1
     assert late is False and 0.5 <= waited < 1.5 and counted == 1
     assert stats.units_undelivered == 1 and stats.undelivered == SPANS_PER_UNIT + 1

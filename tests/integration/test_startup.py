@@ -3,7 +3,6 @@ background (a model) is loaded while the consumer group is joined, and the servi
 only once both are done (joined and able to consume), with the phases of its start reported
 (``llmops_service_startup_seconds``)."""
 import asyncio
-import time
 
 from llmops.cli.stack import health_status
 from llmops.common import metrics
@@ -11,17 +10,9 @@ from llmops.common.bus import EventBus
 from llmops.common.runtime import ServiceParts, run_service, streaming_parts
 from llmops.common.stream import make_app
 
-from tests.support import make_settings
+from tests.support import make_settings, until
 
 
-async def until(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def test_serving_waits_for_the_join_and_for_what_loads_alongside_it(tmp_path, kafka):

@@ -14,7 +14,7 @@ from llmops.cli.stack import Stack, free_port, health_status
 from llmops.common.envelope import encode
 from llmops.common.topics import TOPICS
 from llmops.v1 import events_pb2
-from tests.support import make_settings, produce
+from tests.support import make_settings, produce, until
 
 SERVICES = ("tracing", "drift")
 
@@ -25,14 +25,6 @@ def stack_settings(tmp_path, **overrides):
                          kafka_session_timeout_ms=6000, shutdown_grace_s=6.0, topic_partitions=2, **overrides)
 
 
-async def until(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def all_serving(s, names) -> bool:

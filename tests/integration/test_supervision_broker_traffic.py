@@ -22,7 +22,7 @@ from llmops.cli.workloads import synthetic_completion
 from llmops.common.envelope import encode
 from llmops.common.kafka import refuse_topic_auto_creation
 
-from tests.support import make_settings
+from tests.support import consume, make_settings, until
 
 SERVICES = ("tracing", "drift")
 RATE_PER_S = 20
@@ -92,14 +92,34 @@ class Traffic:
         return {tid for at, tid in self.acked if at > t}
 
 
-async def until(pred, timeout_s: float, what: str, lines: list[str]):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}\n" + "\n".join(lines)
-        await asyncio.sleep(0.2)
+def run_under_traffic(stack: Stack, body) -> None:
+    """Start ``stack`` and its supervisor, send completions at RATE_PER_S, and await
+    ``body(traffic, sending)``; then stop the traffic, the supervisor (it must not have given up)
+    and the stack, and give this process's clients back their metadata requests as they were."""
+    init = metadata.MetadataRequest.__init__
+    refuse_topic_auto_creation()   # as the services do: no client of this process re-creates a topic by accident
+
+    async def main() -> None:
+        try:
+            await stack.start()
+            stop, stop_traffic = asyncio.Event(), asyncio.Event()
+            supervisor = asyncio.create_task(stack.watch(stop))
+            traffic = Traffic(stack.settings, RATE_PER_S)
+            sending = asyncio.create_task(traffic.run(stop_traffic))
+            try:
+                await body(traffic, sending)
+            finally:
+                stop_traffic.set()
+                await asyncio.gather(sending, return_exceptions=True)
+                stop.set()
+                assert await supervisor is None
+        finally:
+            await stack.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        metadata.MetadataRequest.__init__ = init
 
 
 def test_drift_is_serving_and_storing_again_soon_after_a_broker_restart_under_traffic(tmp_path):
@@ -107,54 +127,32 @@ def test_drift_is_serving_and_storing_again_soon_after_a_broker_restart_under_tr
     lines: list[str] = []
     stack = Stack(s, services=SERVICES, on_progress=lines.append)
     measured: dict[str, float] = {}
-    init = metadata.MetadataRequest.__init__
-    refuse_topic_auto_creation()   # as the services do: no client of this process re-creates a topic by accident
 
-    async def main() -> None:
-        try:
-            await phases()
-        finally:
-            await stack.stop()
-
-    async def phases() -> None:
-        await stack.start()
+    async def phases(traffic: Traffic, sending: asyncio.Task) -> None:
         # drift's own cold start (models, store): a restart cannot be quicker; on a loaded 2-core machine it
         # dominates the recovery
         measured["drift cold start"] = next(float(ln.rsplit("(", 1)[1].rstrip("s)")) for ln in lines
                                             if ln.startswith("drift is SERVING on"))
-        stop, stop_traffic = asyncio.Event(), asyncio.Event()
-        supervisor = asyncio.create_task(stack.watch(stop))
-        traffic = Traffic(s, RATE_PER_S)
-        sending = asyncio.create_task(traffic.run(stop_traffic))
-        try:
-            t_start = time.monotonic()
-            # drift consumes the traffic before the fault
-            await until(lambda: asyncio.to_thread(lambda: bool(drift_has(s, traffic.sent_after(t_start)))), 60,
-                        "drift storing completions before the fault", lines)
-            await asyncio.sleep(3)   # a few seconds of steady traffic into the join table and its changelog
-            t_kill = time.monotonic()
-            stack.broker.proc.send_signal(signal.SIGKILL)
-            await until(lambda: _exited(lines, "drift"), 30, "drift exited after the broker reset", lines)
-            await until(lambda: _serving_again(stack, "drift"), 30 + measured["drift cold start"],
-                        "drift SERVING after the broker restart", lines)
-            measured["broker kill -> drift SERVING"] = time.monotonic() - t_kill
-            t_serving = time.monotonic()
-            # liveness, not speed (the chaos bench times it): drift first works through what was sent
-            # between the broker's return and its own, which takes longer on a loaded machine
-            await until(lambda: asyncio.to_thread(lambda: bool(drift_has(s, traffic.sent_after(t_serving)))), 120,
-                        "a completion sent after drift was SERVING again stored by drift", lines)
-            measured["broker kill -> drift storing"] = time.monotonic() - t_kill
-            assert not sending.done(), sending
-        finally:
-            stop_traffic.set()
-            await asyncio.gather(sending, return_exceptions=True)
-            stop.set()
-            assert await supervisor is None
+        t_start = time.monotonic()
+        # drift consumes the traffic before the fault
+        await until(lambda: asyncio.to_thread(lambda: bool(drift_has(s, traffic.sent_after(t_start)))), 60,
+                    "drift storing completions before the fault", lines)
+        await asyncio.sleep(3)   # a few seconds of steady traffic into the join table and its changelog
+        t_kill = time.monotonic()
+        stack.broker.proc.send_signal(signal.SIGKILL)
+        await until(lambda: _exited(lines, "drift"), 30, "drift exited after the broker reset", lines)
+        await until(lambda: _serving_again(stack, "drift"), 30 + measured["drift cold start"],
+                    "drift SERVING after the broker restart", lines)
+        measured["broker kill -> drift SERVING"] = time.monotonic() - t_kill
+        t_serving = time.monotonic()
+        # liveness, not speed (the chaos bench times it): drift first works through what was sent
+        # between the broker's return and its own, which takes longer on a loaded machine
+        await until(lambda: asyncio.to_thread(lambda: bool(drift_has(s, traffic.sent_after(t_serving)))), 120,
+                    "a completion sent after drift was SERVING again stored by drift", lines)
+        measured["broker kill -> drift storing"] = time.monotonic() - t_kill
+        assert not sending.done(), sending
 
-    try:
-        asyncio.run(main())
-    finally:
-        metadata.MetadataRequest.__init__ = init   # the rest of the session's clients as they were
+    run_under_traffic(stack, phases)
     print(measured, "\n".join(lines))
     # the fault's own cost, on top of a cold start of drift: within 30 s (it hung in table recovery for good before)
     assert measured["broker kill -> drift SERVING"] - measured["drift cold start"] < 30, (measured, lines)
@@ -171,7 +169,6 @@ async def _serving_again(stack: Stack, name: str) -> bool:
 
 def scored(s, trace_ids: set[str]) -> set[str]:
     """The trace ids of ``trace_ids`` that have a score on the scores topic."""
-    from tests.support import consume
     if not trace_ids:
         return set()
     return {m.key.decode() for m in consume(s.bootstrap_servers, s.topic("scores"), want=10**9, timeout_s=3)
@@ -186,41 +183,19 @@ def test_judging_rejoins_a_restarted_broker_in_place_and_scores_again(tmp_path):
     s = stack_settings(tmp_path)
     lines: list[str] = []
     stack = Stack(s, services=("judging",), on_progress=lines.append)
-    init = metadata.MetadataRequest.__init__
-    refuse_topic_auto_creation()
 
-    async def main() -> None:
-        try:
-            await phases()
-        finally:
-            await stack.stop()
+    async def phases(traffic: Traffic, _sending: asyncio.Task) -> None:
+        t_start = time.monotonic()
+        await until(lambda: asyncio.to_thread(lambda: bool(scored(s, traffic.sent_after(t_start)))), 60,
+                    "judging scoring completions before the fault", lines)
+        stack.broker.proc.send_signal(signal.SIGKILL)
+        await until(lambda: _broker_back(lines), 30, "the broker back", lines)
+        t_back = time.monotonic()
+        await until(lambda: asyncio.to_thread(lambda: bool(scored(s, traffic.sent_after(t_back + 2)))), 90,
+                    "a completion sent after the broker came back scored", lines)
+        assert not any("service 'judging' exited" in ln for ln in lines), lines
 
-    async def phases() -> None:
-        await stack.start()
-        stop, stop_traffic = asyncio.Event(), asyncio.Event()
-        supervisor = asyncio.create_task(stack.watch(stop))
-        traffic = Traffic(s, RATE_PER_S)
-        sending = asyncio.create_task(traffic.run(stop_traffic))
-        try:
-            t_start = time.monotonic()
-            await until(lambda: asyncio.to_thread(lambda: bool(scored(s, traffic.sent_after(t_start)))), 60,
-                        "judging scoring completions before the fault", lines)
-            stack.broker.proc.send_signal(signal.SIGKILL)
-            await until(lambda: _broker_back(lines), 30, "the broker back", lines)
-            t_back = time.monotonic()
-            await until(lambda: asyncio.to_thread(lambda: bool(scored(s, traffic.sent_after(t_back + 2)))), 90,
-                        "a completion sent after the broker came back scored", lines)
-            assert not any("service 'judging' exited" in ln for ln in lines), lines
-        finally:
-            stop_traffic.set()
-            await asyncio.gather(sending, return_exceptions=True)
-            stop.set()
-            assert await supervisor is None
-
-    try:
-        asyncio.run(main())
-    finally:
-        metadata.MetadataRequest.__init__ = init
+    run_under_traffic(stack, phases)
 
 
 async def _broker_back(lines: list[str]) -> bool:

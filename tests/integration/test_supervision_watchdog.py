@@ -9,7 +9,7 @@ from llmops.common.liveness import ConsumerProgress
 from llmops.common.runtime import ServiceParts, run_service, streaming_parts
 from llmops.common.watchdog import EXIT_CONSUMER_DEAD, EXIT_CONSUMER_STALLED
 
-from tests.support import make_settings, produce
+from tests.support import make_settings, produce, until
 
 
 def plain_parts(progress: list[ConsumerProgress]):
@@ -29,14 +29,6 @@ def plain_parts(progress: list[ConsumerProgress]):
     return build
 
 
-async def until(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def test_retrying_is_not_serving_until_it_recovers_and_a_dead_consumer_exits_non_zero(tmp_path, kafka):

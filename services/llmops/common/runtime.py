@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
 import threading
@@ -118,8 +119,6 @@ def _hook_agent_errors(app, progress: ConsumerProgress) -> None:
 def _stop_within(part, budget_s: float) -> Awaitable:
     """``part.stop()``, told its budget when it takes one (a consumer then drains what it holds
     within it and still leaves its group, instead of being cancelled halfway)."""
-    import inspect
-
     if "grace_s" in inspect.signature(part.stop).parameters:
         return part.stop(grace_s=max(0.1, budget_s - 0.5))
     return part.stop()
