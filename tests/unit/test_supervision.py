@@ -165,3 +165,17 @@ def test_a_slow_batch_whose_handler_still_works_is_not_a_stall_and_a_silent_one_
     v = dog.check()
     assert (v.serving, v.exit_code) == (False, EXIT_CONSUMER_STALLED)
     assert still_working() is None                      # outside a handler it does nothing
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():
+    """A port an outgoing connection may take as its source port (the ephemeral range) is never
+    picked for a service that binds later; nor is one this process picked before."""
+    import socket
+
+    from llmops.cli.stack import _ephemeral_low, free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(10_000 <= p < _ephemeral_low() for p in ports)
+    with socket.socket() as s:   # and each is free to bind
+        s.bind(("127.0.0.1", ports[-1]))

@@ -40,11 +40,44 @@ class StackError(RuntimeError):
     pass
 
 
+_HANDED_OUT: set[int] = set()   # ports free_port gave this process: never twice
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (source ports of outgoing connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a service started later.
+
+    Picked below the kernel's ephemeral range when there is room: a port from that range can be
+    taken, before the service binds it, as the source port of any outgoing connection on the host
+    (a full test run saw retrieval fail to bind its gRPC port that way). Random, so stacks picking
+    side by side seldom meet, and never one this process handed out before."""
+    import random
+
+    low = _ephemeral_low()
+    if low > 12_000:
+        for _ in range(200):
+            port = random.randint(10_000, low - 1)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _HANDED_OUT.add(port)
+    return port
 
 
 def isolated_settings(data_dir: Path, bootstrap: str = "", **overrides) -> Settings:
