@@ -146,9 +146,10 @@ def test_an_equal_canary_decides_nothing_before_max_samples_and_is_promoted_ther
     set_route(s, "even", 1, max_samples=100, auto_promote=True)
     wait_until(lambda: rollout(client, "even").state == "gathering", timeout_s=30, what="the even route's canary")
     traffic(s, "even", 1, 450, rng, canary_mean=0.75)            # 90 canary requests judged
-    st = wait_until(lambda: (x := rollout(client, "even")).evidence.canary_n == 90 and x, timeout_s=60,
-                    what="90 judged canary requests")
-    assert st.state == "gathering" and st.evidence.primary_n == 360 and st.evidence.statistic < 1
+    # the two arms' judgements arrive interleaved: wait for all of them, not just the canary's
+    st = wait_until(lambda: ((x := rollout(client, "even")).evidence.canary_n, x.evidence.primary_n) == (90, 360) and x,
+                    timeout_s=60, what="90 judged canary and 360 judged primary requests")
+    assert st.state == "gathering" and st.evidence.statistic < 1
     assert not [m for m in consume_until(s.bootstrap_servers, s.topic("deployments"), lambda ms: True)
                 if m.key == b"even"]
     traffic(s, "even", 1, 100, rng, canary_mean=0.75)            # 20 more: the limit is reached

@@ -96,12 +96,9 @@ def test_killed_service_and_restarted_broker_come_back_and_traffic_flows(tmp_pat
             await until(lambda: _topics_back(s), 30, "the topics created again")
             counts = await partitions(s)
             assert counts.pop(s.topic("config")) == 1 and set(counts.values()) == {2}, counts
-            # drift's faust consumers cannot rejoin a reset broker in place: its watchdog ends it (code 5)
-            # and the supervisor restarts it; tracing's raw consumer rejoins in place
-            await until(lambda: _recovered(stack, "drift"), 90, "drift restarted after the broker reset")
-            assert any("service 'drift' exited with code 5" in ln for ln in lines), lines
-            assert not any("service 'tracing' exited" in ln for ln in lines[lines.index(next(
-                ln for ln in lines if "Kafka broker exited" in ln)):]), lines
+            # the services' consumers rejoin the reset broker in place (drift's join keeps its open
+            # entries in its store, not in a faust changelog): none exits
+            broker_exit = lines.index(next(ln for ln in lines if "Kafka broker exited" in ln))
             await until(lambda: all_serving(s, SERVICES), 60, "every service SERVING after the broker restart")
             measured["broker restart -> all SERVING"] = time.monotonic() - t0
             tid = os.urandom(16).hex()
@@ -109,6 +106,7 @@ def test_killed_service_and_restarted_broker_come_back_and_traffic_flows(tmp_pat
             await until(lambda: asyncio.to_thread(stored, s, tid), 60, "a span sent after the restart stored")
             measured["broker restart -> span stored"] = time.monotonic() - t0
             await until(lambda: all_serving(s, SERVICES), 30, "every service SERVING")
+            assert not [ln for ln in lines[broker_exit:] if "exited with code" in ln and "service '" in ln], lines
         finally:
             stop.set()
             assert await supervisor is None

@@ -53,6 +53,9 @@ class KafkaBatchWorker:
     ``queued_bytes`` of them (the consumer's memory stays bounded in bytes, whatever the records'
     size; default: half of ``LLMOPS_CONSUMER_BUFFER_BYTES``).
 
+    ``co_partitioned``: the topics are keyed alike with as many partitions (completions, scores
+    and feedback by trace id), and each member gets the same partition numbers of all of them.
+
     ``on_assigned`` / ``on_revoked`` are awaited with the ``TopicPartition`` set of each
     rebalance (the whole new assignment, and what was taken away), inside the rebalance: a
     consumer that owns state per partition (the drift monitors) loads it before the first record
@@ -64,8 +67,10 @@ class KafkaBatchWorker:
                  within_ms: int = 50, max_write: int = 8000, queued: int = 8, queued_bytes: int | None = None,
                  backoff_first_s: float = 0.2, backoff_max_s: float = 10.0,
                  on_assigned: Callable[[set], Awaitable[None]] | None = None,
-                 on_revoked: Callable[[set], Awaitable[None]] | None = None) -> None:
+                 on_revoked: Callable[[set], Awaitable[None]] | None = None, co_partitioned: bool = False) -> None:
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
         from llmops.common.kafka import client_options
 
@@ -83,6 +88,13 @@ class KafkaBatchWorker:
             heartbeat_interval_ms=max(1000, session_ms // 5), max_poll_records=max_batch,
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             metadata_max_age_ms=15_000,      # a topic re-created after a broker restart is seen soon
+            # co-partitioned topics (keyed alike, as many partitions): the range assignor gives each
+            # member the same partition numbers of every topic, so all of one key's records meet
+            partition_assignment_strategy=(RangePartitionAssignor,) if co_partitioned else (
+                RoundRobinPartitionAssignor,),
+            # a static member (KIP-345) under ``llmops up``: a restart takes the dead member's place
+            # instead of waiting out its session; the name is unique within each group
+            group_instance_id=settings.kafka_group_instance_id or None,
         )
         self._queue: asyncio.Queue[_Fetched] = asyncio.Queue(maxsize=max(1, queued))
         self._max_queued_bytes = queued_bytes or settings.consumer_buffer_bytes // 2

@@ -61,8 +61,8 @@ class ServiceParts:
     checks: list[Check] = field(default_factory=list)
     #: False when a consumer cannot rejoin a broker that lost its state (a faust table): the process exits
     rejoins_after_broker_reset: bool = True
-    #: the Kafka cluster the parts' state was built for (drift's join changelog is named after it):
-    #: the topic keeper's first look must find it, or that is a broker reset
+    #: the Kafka cluster the parts' state was built for, when it was read before the topic keeper
+    #: starts: the keeper's first look must find it, or that is a broker reset
     cluster_id: str = ""
     #: loop time by which ``stop`` must have finished (set by the runtime before it calls stop)
     stop_deadline: float = 0.0

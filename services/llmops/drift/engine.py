@@ -1,5 +1,5 @@
-"""The drift service's stream side: the late join of scores and feedback to their completion in a
-faust table, and the monitors that judge windows of joined completions.
+"""The drift service's stream side: the late join of scores and feedback to their completion (its
+open entries in the drift store), and the monitors that judge windows of joined completions.
 
 Two stages, so that monitors spread over the workers of one consumer group:
 
@@ -21,8 +21,10 @@ outbox): a crash before the publish publishes it after the restart, a crash afte
 it once more with the same id, which the store and the retrain listener keep once.
 
 Completions, scores and feedback are keyed by trace id on co-partitioned topics. Each event
-updates the trace's entry in the join table (a faust ``Table`` whose changelog survives a
-restart; the entry and its merge are in :mod:`llmops.drift.join`). An entry closes when its
+updates the trace's entry in the join table (:class:`~llmops.drift.join_table.JoinTable`: in
+memory, written through to the drift store before the batch is acknowledged, so neither a process
+nor a broker restart loses it; the entry and its merge are in :mod:`llmops.drift.join`). A worker
+of the join's group closes the entries of the source partitions it holds. An entry closes when its
 wait is over: ``LLMOPS_DRIFT_JOIN_WAIT_S`` after its completion arrived, or after its first
 score when no completion has come. Closing embeds the prompt, stores the observation, and
 hands it to every monitor whose scope it matches. What arrives after the close is not lost: a
@@ -53,6 +55,7 @@ from llmops.common.stream import Rejected
 from llmops.drift.features import Observation
 from llmops.common.times import now_us
 from llmops.drift.join import JoinEntry, merge, new_entry, observation
+from llmops.drift.join_table import JoinTable
 from llmops.drift.monitor import Monitor, Reference, WindowOutcome, new_id
 from llmops.drift.monitor_config import MonitorSpec, Scope
 from llmops.drift.rollout_monitor import RolloutMonitor, UnknownRollout
@@ -135,7 +138,8 @@ class DriftEngine:
         self.store = store
         self.embed = embed
         self.sender = sender
-        self.table = table                   # a MutableMapping: the faust join table (or a dict in unit tests)
+        # the join's open entries: a JoinTable over the store (the service), or over a dict (unit tests)
+        self.table = table if isinstance(table, JoinTable) else JoinTable(entries=table)
         self.topic_prefix = topic_prefix
         self.join_wait_us = int(join_wait_s * 1e6)
         self.sweep_interval_s = sweep_interval_s
@@ -183,6 +187,7 @@ class DriftEngine:
             if not records:
                 return rejected
         updates: dict[bytes, JoinEntry] = {}
+        partition: dict[bytes, int] = {}
         if self.rollouts is not None:
             await self.rollouts.config_ready.wait()   # the routes first, so no rollout misses the backlog
         events = []
@@ -198,23 +203,24 @@ class DriftEngine:
                 continue
             if self.rollouts is not None:   # the rollout monitor never waits behind the join's embedding
                 self.rollouts.observe(ev)
-            events.append(ev)
+            events.append((ev, r.partition))
         if self.rollouts is not None:
             await self.rollouts.flush()   # the decisions this batch made, acknowledged before the batch is
         await self._wait_for_room()
         async with self.join_lock:
             now = now_us()
-            for ev in events:
+            for ev, p in events:
                 if isinstance(ev, events_pb2.CompletionEvent) and ev.error:
                     continue
                 tid = ev.trace_id.encode()
+                partition[tid] = p
                 # an entry being closed is the close's: what comes meanwhile is late, and starts its own
                 # entry (it merges into the stored row when it closes, as a late score always did)
                 entry = updates.get(tid) or (None if tid in self._closing else self._entry(tid)) \
                     or new_entry(now, self.join_wait_us)
                 updates[tid] = merge(entry, ev, now, self.join_wait_us)
-            for tid, entry in updates.items():
-                self.table[tid] = entry.to_dict()
+            # stored before the batch is acknowledged: a transient store failure holds the batch
+            await self.table.put({tid: (partition[tid], e.to_dict()) for tid, e in updates.items()})
             metrics.DRIFT_PENDING.set(len(self.table))
         return rejected
 
@@ -277,6 +283,20 @@ class DriftEngine:
             log.info("monitor %s restored: reference %s, %d completions in the open window, %d drifted in a row",
                      name, m.reference.reference_id if m.reference else "-", len(m.current), m.consecutive)
         return m
+
+    # -- ownership: the join entries of this worker's partitions of the source topics ---------
+    async def join_revoked(self) -> None:
+        """A rebalance of the join's group began: no entry is closed until the assignment is known
+        (a close in flight finishes first: it holds the close lock)."""
+        async with self.close_lock, self.join_lock:
+            self.table.release()
+
+    async def join_assigned(self, partitions: set[int]) -> None:
+        """The join's worker holds ``partitions`` of the source topics: their open entries are read
+        from the store (the others are their new owner's)."""
+        async with self.close_lock, self.join_lock:
+            await self.table.keep_only(partitions)
+            metrics.DRIFT_PENDING.set(len(self.table))
 
     # -- ownership: the monitors of this worker's partitions of drift-observations --------------
     async def assign(self, partitions: set[int]) -> None:
@@ -414,7 +434,7 @@ class DriftEngine:
             async with self.join_lock:
                 now = now or now_us()
                 due_all = [(k, v) for k, v in list(self.table.items())
-                           if v is not None and (force or v["due"] <= now)]
+                           if v is not None and (force or v["due"] <= now) and self.table.owns(k)]
                 due = due_all[:CLOSE_BATCH]
                 if not due:
                     self._closed.set()
@@ -444,9 +464,8 @@ class DriftEngine:
                               for name, spec in self.specs.items() if takes_scores_of(spec.scope, o)]
                 await self._route(items)   # before the entries go: a failed hand-off closes them again
                 async with self.join_lock:
-                    for k, v in due:   # stored or parked; an entry the agent replaced meanwhile is a late one
-                        if self.table.get(k) is v or self.table.get(k) == v:
-                            del self.table[k]
+                    # stored or parked; an entry the agent replaced meanwhile is a late one
+                    await self.table.remove([k for k, v in due if self.table.get(k) is v or self.table.get(k) == v])
                     metrics.DRIFT_PENDING.set(len(self.table))
             finally:
                 self._closing = set()

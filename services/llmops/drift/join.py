@@ -2,9 +2,9 @@
 of a trace id so far (its completion, judge scores and user feedback) and when its wait is over.
 :func:`merge` adds one event to it, :func:`observation` closes it into the row a monitor sees.
 
-The engine keeps the entries in its faust join table as :meth:`JoinEntry.to_dict`, the JSON
-shape the table's changelog has always held (keys ``first``, ``due``, ``c``, ``s``, ``fb`` and,
-once a score came, ``meta``), so a restart over an existing changelog reads them back.
+The engine keeps the entries in its join table (:mod:`llmops.drift.join_table`, written through to
+the drift store) as :meth:`JoinEntry.to_dict`, the JSON shape the faust table's changelog held
+before (keys ``first``, ``due``, ``c``, ``s``, ``fb`` and, once a score came, ``meta``).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class JoinEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> JoinEntry:
-        """An entry read back from the join table (or its changelog)."""
+        """An entry read back from the join table (or the store)."""
         return cls(first_us=d["first"], due_us=d["due"], completion=d["c"], scores=d["s"], feedback=d["fb"],
                    meta=d.get("meta"))
 

@@ -106,3 +106,15 @@ deployment_events = Table(
     Column("event_pb", LargeBinary, nullable=False),      # DeploymentEvent
 )
 Index("ix_drift_deployment_events_created", deployment_events.c.created_us)
+
+# the late join's open entries (migration d0004): trace id -> what came of it so far, as the JSON of
+# llmops.drift.join.JoinEntry.to_dict, with the partition of the source topics it came on (a worker
+# loads the entries of the partitions it is assigned); written before the batch is acknowledged,
+# deleted once the entry is closed, so neither a process nor a broker restart loses one
+join_entries = Table(
+    "drift_join_entries", metadata,
+    Column("trace_id", Text, primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("entry_json", Text, nullable=False),
+)
+Index("ix_drift_join_entries_partition", join_entries.c.partition)

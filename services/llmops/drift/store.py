@@ -131,6 +131,40 @@ class DriftStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.observations)).scalar() or 0)
 
+    # -- the late join's open entries ---------------------------------------------------------
+    def save_join(self, rows: list[tuple[str, int, str]]) -> None:
+        """Write (trace id, source partition, entry JSON) rows, replacing what each trace id had:
+        one transaction, so a batch's entries are stored together or not at all."""
+        if not rows:
+            return
+        j = t.join_entries
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 500):
+                chunk = [dict(trace_id=k, partition=p, entry_json=v) for k, p, v in rows[start:start + 500]]
+                ins = self.sql.insert(j).values(chunk)
+                conn.execute(ins.on_conflict_do_update(index_elements=["trace_id"], set_={
+                    "partition": ins.excluded.partition, "entry_json": ins.excluded.entry_json}))
+
+    def delete_join(self, trace_ids: list[str]) -> None:
+        """Forget the entries of ``trace_ids`` (closed: their observations are stored)."""
+        if not trace_ids:
+            return
+        j = t.join_entries
+        with self.engine.begin() as conn:
+            for start in range(0, len(trace_ids), 500):
+                conn.execute(delete(j).where(j.c.trace_id.in_(trace_ids[start:start + 500])))
+
+    def load_join(self, partitions: set[int] | None = None) -> list[tuple[str, int, str]]:
+        """The open entries of ``partitions`` (every one with None) as (trace id, partition, JSON)."""
+        j = t.join_entries
+        q = select(j.c.trace_id, j.c.partition, j.c.entry_json)
+        if partitions is not None:
+            if not partitions:
+                return []
+            q = q.where(j.c.partition.in_(sorted(partitions)))
+        with self.engine.connect() as conn:
+            return [(r[0], int(r[1]), r[2]) for r in conn.execute(q)]
+
     # -- references ---------------------------------------------------------------------------
     def save_reference(self, monitor: str, ref: Reference) -> None:
         with self.engine.begin() as conn:
