@@ -30,6 +30,11 @@ def test_any_sampling_knob_turns_sampling_on_like_tgi():
     ({"repetition_penalty": 0.0}, "repetition_penalty"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"stop": [""]}, "stop"),
+    ({"temperature": float("nan")}, "temperature.*finite"),
+    ({"temperature": float("inf")}, "temperature.*finite"),
+    ({"repetition_penalty": float("nan")}, "repetition_penalty.*finite"),
+    ({"repetition_penalty": float("inf")}, "repetition_penalty.*finite"),
+    ({"top_p": float("nan")}, "top_p"),
 ])
 def test_invalid_values_name_the_parameter(kw, msg):
     with pytest.raises(InvalidArgument, match=msg):

@@ -34,7 +34,13 @@ def test_resolve_errors_say_what_exists(reg):
 
 
 @pytest.mark.parametrize("user,msg", [("{question} {user_id}", "unknown field"), ("{question", "not a valid"),
-                                      ("   ", "empty")])
+                                      ("   ", "empty"),
+                                      # a width of 900 million: a gigabyte on every request rendered with it
+                                      ("{question:>900000000}", r"format spec or conversion in \{question:>900000000\}"),
+                                      ("{contexts!r}", r"format spec or conversion in \{contexts!r\}"),
+                                      ("{question:{contexts}}", "format spec"),
+                                      ("{question.__class__}", "unknown field"), ("{question[0]}", "unknown field"),
+                                      ("{}", "unknown field")])
 def test_bad_templates_are_rejected(reg, user, msg):
     with pytest.raises(InvalidArgument, match=msg):
         reg.register("x", "", user)

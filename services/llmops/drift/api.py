@@ -3,7 +3,7 @@ status, references, retrain events and canary rollouts)."""
 from __future__ import annotations
 
 from llmops.drift.engine import DriftEngine
-from llmops.common.times import ts_to_us, us_to_ts
+from llmops.common.times import request_ts_us, us_to_ts
 from llmops.drift.monitor import Monitor
 from llmops.v1 import drift_pb2, drift_pb2_grpc
 
@@ -33,8 +33,8 @@ class DriftServicer(drift_pb2_grpc.DriftServiceServicer):
         return drift_pb2.GetStatusResponse(monitors=[self._status(m) for m in monitors])
 
     async def SetReference(self, request, context):
-        start = ts_to_us(request.start_time) if request.HasField("start_time") else 0
-        end = ts_to_us(request.end_time) if request.HasField("end_time") else 0
+        start = request_ts_us(request, "start_time")
+        end = request_ts_us(request, "end_time")
         ref = await self.engine.set_reference(request.monitor, start, end, request.first_n)
         return drift_pb2.SetReferenceResponse(reference_id=ref.reference_id, size=len(ref.rows))
 

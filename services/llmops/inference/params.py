@@ -1,6 +1,8 @@
 """Validate generation parameters with TGI's rules and messages."""
 from __future__ import annotations
 
+import math
+
 from llmops.common.errors import InvalidArgument
 from llmops.backends.protocol import GenerationParams
 
@@ -13,17 +15,17 @@ def validate_parameters(p, default_max_new_tokens: int) -> GenerationParams:
     if max_new <= 0:
         raise InvalidArgument(f"`max_new_tokens` must be strictly positive, got {max_new}")
     temperature = p.temperature if p.HasField("temperature") else None
-    if temperature is not None and temperature <= 0:
-        raise InvalidArgument(f"`temperature` must be strictly positive, got {temperature}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise InvalidArgument(f"`temperature` must be strictly positive and finite, got {temperature}")
     top_p = p.top_p if p.HasField("top_p") else None
-    if top_p is not None and not 0 < top_p < 1:
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p < 1):
         raise InvalidArgument(f"`top_p` must be > 0.0 and < 1.0, got {top_p}")
     top_k = p.top_k if p.HasField("top_k") else None
     if top_k is not None and top_k <= 0:
         raise InvalidArgument(f"`top_k` must be strictly positive, got {top_k}")
     rep = p.repetition_penalty if p.HasField("repetition_penalty") else None
-    if rep is not None and rep <= 0:
-        raise InvalidArgument(f"`repetition_penalty` must be strictly positive, got {rep}")
+    if rep is not None and not (math.isfinite(rep) and rep > 0):
+        raise InvalidArgument(f"`repetition_penalty` must be strictly positive and finite, got {rep}")
     stop = tuple(p.stop)
     if len(stop) > MAX_STOP_SEQUENCES:
         raise InvalidArgument(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences, given {len(stop)}")

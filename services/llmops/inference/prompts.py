@@ -43,10 +43,19 @@ class PromptTemplate:
 
 
 def check_template_text(text: str, what: str) -> None:
+    """A template takes plain ``{question}`` and ``{contexts}`` only: no other field, no attribute
+    or index, and no format spec or conversion (``{question:>900000000}`` would allocate a
+    gigabyte on every request rendered with it)."""
     try:
-        names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+        parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
         raise InvalidArgument(f"{what} is not a valid template: {exc}") from None
+    for f, spec, conv in parts:
+        if spec or conv:
+            shown = f"{{{f}{'!' + conv if conv else ''}{':' + spec[:40] if spec else ''}}}"
+            raise InvalidArgument(f"{what} uses a format spec or conversion in {shown}; fields are plain "
+                                  "{question} and {contexts}")
+    names = {f for f, _, _ in parts}
     unknown = names - FIELDS
     if unknown:
         raise InvalidArgument(f"{what} uses unknown field(s) {sorted(unknown)}; allowed: {{question}}, {{contexts}}")

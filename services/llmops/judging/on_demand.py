@@ -19,6 +19,7 @@ from llmops.judging.pairwise import PairwiseJudge, PairwiseVerdict
 from llmops.v1 import events_pb2
 
 MAX_TEXT = 100_000   # characters of a question, an answer, a reference or one context
+MAX_CONTEXTS = 50    # contexts of one request: each is embedded, and judged once per context in the LLM tier
 
 
 def check_text(value: str, field: str, required: bool = True) -> None:
@@ -26,6 +27,13 @@ def check_text(value: str, field: str, required: bool = True) -> None:
         raise InvalidArgument(f"{field} is empty")
     if len(value) > MAX_TEXT:
         raise InvalidArgument(f"{field} is {len(value)} characters; the limit is {MAX_TEXT}")
+
+
+def check_contexts(contexts: Sequence[str]) -> None:
+    if len(contexts) > MAX_CONTEXTS:
+        raise InvalidArgument(f"contexts holds {len(contexts)} items; the limit is {MAX_CONTEXTS}")
+    for i, c in enumerate(contexts):
+        check_text(c, f"contexts[{i}]")
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,7 @@ class OnDemandJudge:
         check_text(sample.question, "question")
         check_text(sample.answer, "answer")
         check_text(sample.reference, "reference", required=False)
-        for i, c in enumerate(sample.contexts):
-            check_text(c, f"contexts[{i}]")
+        check_contexts(sample.contexts)
         if sample.trace_id:
             check_trace_id(sample.trace_id)
         start_ns = time.time_ns()
@@ -92,6 +99,8 @@ class OnDemandJudge:
         check_text(question, "question")
         check_text(answer_a, "answer_a")
         check_text(answer_b, "answer_b")
+        check_text(reference, "reference", required=False)
+        check_contexts(contexts)
         if self.pairwise is None:
             raise FailedPrecondition("no judge model is configured (LLMOPS_JUDGE_BACKEND=none)")
         return await self.pairwise.compare(question, answer_a, answer_b, contexts, reference)

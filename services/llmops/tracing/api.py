@@ -1,7 +1,7 @@
 """TracingService: protobuf in, one use case of :class:`Traces`, protobuf out."""
 from __future__ import annotations
 
-from llmops.common.times import ts_to_us
+from llmops.common.times import request_ts_us
 from llmops.tracing.store import TraceQuery
 from llmops.tracing.traces import FeedbackIn, Traces
 from llmops.v1 import tracing_pb2, tracing_pb2_grpc
@@ -20,8 +20,8 @@ class TracingServicer(tracing_pb2_grpc.TracingServiceServicer):
 
     async def ListTraces(self, request, context):
         query = TraceQuery(
-            start_us=ts_to_us(request.start_time) if request.HasField("start_time") else 0,
-            end_us=ts_to_us(request.end_time) if request.HasField("end_time") else 0,
+            start_us=request_ts_us(request, "start_time"),
+            end_us=request_ts_us(request, "end_time"),
             session_id=request.session_id, user_id=request.user_id, model=request.model,
             page_size=request.page_size, page_token=request.page_token, score_name=request.score_name,
             evaluator=request.evaluator, min_score=_optional(request, "min_score"),

@@ -1,0 +1,29 @@
+"""Request fields outside what a store or a judge can take are refused with INVALID_ARGUMENT and
+the limit: timestamps outside 1970..9999 (a start_time near 2**62 s overflowed the store's 64-bit
+microseconds and answered INTERNAL), and more contexts than one Score or Compare may carry."""
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llmops.common.errors import InvalidArgument
+from llmops.common.times import MAX_TS_SECONDS, request_ts_us
+from llmops.judging.on_demand import MAX_CONTEXTS, MAX_TEXT, check_contexts
+from llmops.v1 import drift_pb2, tracing_pb2
+
+
+@pytest.mark.parametrize("make", [tracing_pb2.ListTracesRequest, drift_pb2.SetReferenceRequest])
+def test_timestamps_outside_the_range_are_refused_with_the_range(make):
+    assert request_ts_us(make(), "start_time") == 0                         # unset
+    assert request_ts_us(make(start_time=Timestamp(seconds=5, nanos=7000)), "start_time") == 5_000_007
+    assert request_ts_us(make(end_time=Timestamp(seconds=MAX_TS_SECONDS)), "end_time") == MAX_TS_SECONDS * 10**6
+    for bad in (Timestamp(seconds=2**62), Timestamp(seconds=-1), Timestamp(seconds=MAX_TS_SECONDS + 1),
+                Timestamp(seconds=1, nanos=-5), Timestamp(seconds=1, nanos=10**9)):
+        with pytest.raises(InvalidArgument, match="start_time must be between 1970-01-01T00:00:00Z and 9999"):
+            request_ts_us(make(start_time=bad), "start_time")
+
+
+def test_contexts_are_bounded_in_count_and_size():
+    check_contexts(["a context"] * MAX_CONTEXTS)
+    with pytest.raises(InvalidArgument, match=f"contexts holds 5000 items; the limit is {MAX_CONTEXTS}"):
+        check_contexts(["a context"] * 5000)
+    with pytest.raises(InvalidArgument, match=r"contexts\[1\] is"):
+        check_contexts(["ok", "x" * (MAX_TEXT + 1)])
