@@ -27,3 +27,20 @@ def test_contexts_are_bounded_in_count_and_size():
         check_contexts(["a context"] * 5000)
     with pytest.raises(InvalidArgument, match=r"contexts\[1\] is"):
         check_contexts(["ok", "x" * (MAX_TEXT + 1)])
+
+
+def test_a_store_error_does_not_carry_the_sql_parameters(tmp_path):
+    """An error's text reaches logs and dead-letter reasons: it must not hold the prompt or user id."""
+    import sqlalchemy as sa
+
+    from llmops.common.sql import SqlDialect
+
+    sql = SqlDialect(f"sqlite:///{tmp_path / 'x.db'}")
+    with sql.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, prompt TEXT NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (1, 'x')"))
+    with pytest.raises(sa.exc.IntegrityError) as err:
+        with sql.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t VALUES (:id, :p)"), {"id": 1, "p": "alice@example.com card 4111"})
+    assert "UNIQUE" in str(err.value) and "alice@example.com" not in str(err.value) + repr(err.value)
+    sql.engine.dispose()

@@ -15,7 +15,10 @@ from sqlalchemy.engine import Engine
 
 
 class SqlDialect:
-    """The engine and the dialect-specific pieces a store's queries need."""
+    """The engine and the dialect-specific pieces a store's queries need.
+
+    The engine hides SQL parameters from its errors (``hide_parameters``): they hold prompts,
+    answers and user ids, and an error's text reaches logs and dead-letter reason headers."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -24,12 +27,13 @@ class SqlDialect:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                                hide_parameters=True)
             event.listen(self.engine, "connect", _sqlite_pragmas)
             self.insert = sqlite.insert
             self.least, self.greatest = func.min, func.max
         else:
-            self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True, hide_parameters=True)
             self.insert = postgresql.insert
             self.least, self.greatest = func.least, func.greatest
 
