@@ -212,3 +212,32 @@ def test_a_trace_shows_and_lists_by_the_deployment_version_that_answered(store):
     # a redelivery with other serving details overwrites them, as it does the rest of the completion
     store.write_completions([served(primary, 1_000_000, deployment="smol", version=1, arm="primary", attempts=1)])
     assert "llmops.fallback" not in store.get_trace(primary).summary.metadata
+
+
+def test_prune_deletes_what_started_before_the_cutoff_with_its_spans_scores_and_feedback(store):
+    """LLMOPS_TRACE_RETENTION_DAYS: old traces go with everything of theirs, in batches; a young
+    trace, an old score of a trace never seen (orphan) aside, and eval runs stay."""
+    from llmops.v1 import tracing_pb2
+
+    now = int(time.time() * 1e6)
+    old = [f"{i:032x}" for i in range(1, 6)]
+    young, orphan_old, orphan_young = "f" * 32, "e" * 32, "d" * 32
+    day = 86_400 * 10**6
+    for tid, at in [*((t, now - 40 * day) for t in old), (young, now - day)]:
+        store.write_completions([completion(tid, at)])
+        store.write_spans([span(tid, "a" * 16, "generate", at - 1000, at)])
+        store.write_feedback([common_pb2.Feedback(id=f"fb-{tid}", trace_id=tid, score=1.0, created_at=ts(at))])
+    def score_of(tid, at):
+        return events_pb2.ScoreEvent(trace_id=tid, score=common_pb2.Score(
+            name="faithfulness", evaluator="rag.faithfulness.cheap", version="1", value=0.5, created_at=ts(at)))
+    store.write_scores([score_of(t, now - 40 * day) for t in old] + [score_of(young, now - day),
+                       score_of(orphan_old, now - 40 * day), score_of(orphan_young, now - day)])
+    store.save_eval_run(tracing_pb2.EvalRun(name="kept", dataset_hash="a" * 64))
+
+    removed = store.prune(now - 30 * day, batch=2)       # three transactions of old traces
+    assert removed == {"traces": 5, "spans": 5, "scores": 6, "feedback": 5}
+    assert all(store.get_trace(t) is None for t in old)
+    kept = store.get_trace(young)
+    assert kept is not None and len(kept.spans) == 1 and len(kept.scores) == 1 and len(kept.feedback) == 1
+    assert store.count_spans() == 1 and store.get_eval_run("kept") is not None
+    assert store.prune(now - 30 * day) == {"traces": 0, "spans": 0, "scores": 0, "feedback": 0}   # idempotent

@@ -44,3 +44,27 @@ def test_a_store_error_does_not_carry_the_sql_parameters(tmp_path):
             conn.execute(sa.text("INSERT INTO t VALUES (:id, :p)"), {"id": 1, "p": "alice@example.com card 4111"})
     assert "UNIQUE" in str(err.value) and "alice@example.com" not in str(err.value) + repr(err.value)
     sql.engine.dispose()
+
+
+async def test_the_trace_pruner_cuts_at_the_retention_and_is_off_at_zero():
+    import time
+
+    from llmops.tracing.retention import TracePruner
+
+    class Store:
+        def __init__(self):
+            self.cutoffs = []
+
+        def prune(self, before_us):
+            self.cutoffs.append(before_us)
+            return {"traces": 1, "spans": 2, "scores": 0, "feedback": 0}
+
+    store = Store()
+    p = TracePruner(store, 30.0)
+    assert await p.prune_once() == {"traces": 1, "spans": 2, "scores": 0, "feedback": 0}
+    expected = time.time() * 1e6 - 30 * 86_400e6
+    assert abs(store.cutoffs[0] - expected) < 5e6
+    off = TracePruner(store, 0.0)
+    await off.start()
+    assert off._task is None
+    await off.stop()

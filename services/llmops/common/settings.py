@@ -216,6 +216,7 @@ class Settings(BaseSettings):
     drift_join_wait_s: float = Field(30.0, ge=0.0, description="How long a completion waits for its judge scores and feedback before it joins its window.")
     drift_keep_reports: int = Field(50, ge=1, description="Evidently reports (HTML+JSON) kept per monitor; older ones are deleted.")
     drift_retention_days: float = Field(30.0, gt=0.0, description="Joined observations and window summaries older than this are deleted (hourly); references are copies and stay.")
+    trace_retention_days: float = Field(30.0, ge=0.0, description="Traces that started longer ago than this are deleted from the trace store with their spans, scores and feedback (5 minutes after the tracing service starts, then hourly); eval runs stay. 0: keep everything.")
 
     @field_validator("model_prices")
     @classmethod

@@ -16,6 +16,7 @@ from llmops.tracing.otlp.assembler import CompletionAssembler
 from llmops.tracing.otlp.doors import OtlpDoors
 from llmops.tracing.otlp.export import OtlpExportConsumer, make_exporter
 from llmops.tracing.otlp.receiver import OtlpReceiver
+from llmops.tracing.retention import TracePruner
 from llmops.tracing.store import SqlTraceStore
 from llmops.tracing.traces import Traces
 from llmops.v1 import tracing_pb2, tracing_pb2_grpc
@@ -65,5 +66,6 @@ async def build(settings: Settings) -> ServiceParts:
         settings, bus, apps,
         register=lambda s: tracing_pb2_grpc.add_TracingServiceServicer_to_server(servicer, s.server),
         service_names=[tracing_pb2.DESCRIPTOR.services_by_name["TracingService"].full_name],
-        close=close, companions=[ingest, LagMonitor(settings, groups), otlp],
+        close=close, companions=[ingest, LagMonitor(settings, groups), otlp,
+                                 TracePruner(store, settings.trace_retention_days)],
     )

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.json_format import MessageToDict, ParseDict
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -583,6 +583,29 @@ class SqlTraceStore:
     def count_spans(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.spans)).scalar() or 0)
+
+    # -- retention --------------------------------------------------------------------------------
+    def prune(self, before_us: int, batch: int = 2000) -> dict[str, int]:
+        """Delete the traces that started before ``before_us`` with their spans, scores and
+        feedback, ``batch`` traces per transaction (ingest waits for one short transaction at a
+        time, not for the whole prune); then scores and feedback recorded before it whose trace
+        has no row. Eval runs are kept: they are records a team made on purpose. Returns the
+        rows deleted per table."""
+        out = {"traces": 0, "spans": 0, "scores": 0, "feedback": 0}
+        while True:
+            with self.engine.begin() as conn:
+                ids = [r[0] for r in conn.execute(select(t.traces.c.trace_id).where(t.traces.c.start_us < before_us)
+                                                  .limit(batch))]
+                if not ids:
+                    break
+                for name, table in (("spans", t.spans), ("scores", t.scores), ("feedback", t.feedback)):
+                    out[name] += conn.execute(delete(table).where(table.c.trace_id.in_(ids))).rowcount or 0
+                out["traces"] += conn.execute(delete(t.traces).where(t.traces.c.trace_id.in_(ids))).rowcount or 0
+        with self.engine.begin() as conn:   # what came without a trace row (a score of a trace never seen)
+            for name, table in (("scores", t.scores), ("feedback", t.feedback)):
+                orphan = ~exists().where(t.traces.c.trace_id == table.c.trace_id)
+                out[name] += conn.execute(delete(table).where(and_(table.c.created_us < before_us, orphan))).rowcount or 0
+        return out
 
 
 def _by_key(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
