@@ -50,16 +50,37 @@ def test_stationary_window_is_quiet_and_a_shifted_one_is_not(method, tmp_path):
 
 
 def test_a_small_window_gets_tabular_drift_without_failing():
-    """Evidently's embedding drift runs t-SNE (perplexity 30) and fails on 30 rows or fewer; a
-    monitor with windows of 10 still gets its tabular report."""
+    """With the embedding plot in the report, Evidently's embedding drift runs t-SNE (perplexity
+    30) and fails on 30 rows or fewer: a monitor with windows of 10 still gets its tabular
+    report. Without the plot (the default), the embedding drift needs no t-SNE and small windows
+    get it too."""
     rng = np.random.default_rng(3)
-    small = window_drift(frame(rng, 10), frame(rng, 10, shift=1.0), numeric=NUMERIC, categorical=CATEGORICAL,
-                         reference_embeddings=embeddings(rng, 10), current_embeddings=embeddings(rng, 10, shift=1.0))
+    args = (frame(rng, 10), frame(rng, 10, shift=1.0))
+    emb = dict(reference_embeddings=embeddings(rng, 10), current_embeddings=embeddings(rng, 10, shift=1.0))
+    small = window_drift(*args, numeric=NUMERIC, categorical=CATEGORICAL, embedding_plot=True, **emb)
     assert small.embedding is None and small.features
     assert "prompt_chars" in small.drifted_features
     big_enough = window_drift(frame(rng, 16), frame(rng, 15), numeric=NUMERIC, reference_embeddings=embeddings(rng, 16),
-                              current_embeddings=embeddings(rng, 15))
+                              current_embeddings=embeddings(rng, 15), embedding_plot=True)
     assert big_enough.embedding is not None
+    unplotted = window_drift(*args, numeric=NUMERIC, categorical=CATEGORICAL, **emb)
+    assert unplotted.embedding is not None and unplotted.embedding.method == "MMDDriftMethod"
+    assert "prompt_chars" in unplotted.drifted_features
+
+
+def test_the_embedding_drift_is_the_same_with_and_without_the_plot():
+    """Off the report, the same Evidently method on the same embeddings gives the same score,
+    threshold and verdict; only the report's t-SNE map is missing."""
+    rng = np.random.default_rng(11)
+    ref, cur = frame(rng, 60), frame(rng, 60, shift=1.0)
+    for shift in (0.0, 1.0):
+        emb = dict(reference_embeddings=embeddings(rng, 60), current_embeddings=embeddings(rng, 60, shift=shift))
+        plotted = window_drift(ref, cur, numeric=NUMERIC, embedding_plot=True, **emb)
+        direct = window_drift(ref, cur, numeric=NUMERIC, **emb)
+        assert direct.embedding.value == pytest.approx(plotted.embedding.value, rel=1e-9)
+        assert (direct.embedding.threshold, direct.embedding.drifted, direct.embedding.method) == (
+            plotted.embedding.threshold, plotted.embedding.drifted, plotted.embedding.method)
+        assert direct.embedding.drifted == bool(shift)
 
 
 def test_empty_answers_do_not_fail_the_window():

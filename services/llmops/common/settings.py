@@ -203,6 +203,7 @@ class Settings(BaseSettings):
     drift_window_seconds: float = Field(0.0, ge=0.0, description="Also close a window after this many seconds (if it holds at least LLMOPS_DRIFT_MIN_WINDOW completions); 0: by count only.")
     drift_min_window: int = Field(30, ge=5, description="Fewest completions a time-closed window may hold; smaller ones carry over into the next.")
     drift_method: Literal["mmd", "model", "distance", "ratio"] = Field("mmd", description="Evidently embedding-drift method for the prompt embeddings.")
+    drift_embedding_plot: bool = Field(False, description="Put the prompt-embedding drift into each window's Evidently report, with Evidently's t-SNE map of both samples (windows of more than 30 rows). Off: the same method runs on the embeddings directly and the report shows the tabular drift; the t-SNE map took about half of each window's time.")
     drift_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of drifted tabular features at which the dataset counts as drifted (DataDriftPreset).")
     drift_consecutive: int = Field(2, ge=1, description="Drifted windows in a row that fire a retrain event.")
     drift_cooldown_s: float = Field(3600.0, ge=0.0, description="After a retrain event, its causes (each drift kind, each quality score) fire no other for this long; another cause does; a new reference re-arms at once.")

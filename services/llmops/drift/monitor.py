@@ -221,7 +221,7 @@ class Monitor:
             ref_df, cur_df, numeric=list(NUMERIC) + score_columns(ref_df, cur_df), categorical=CATEGORICAL, text=TEXT,
             reference_embeddings=ref_emb, current_embeddings=cur_emb, method=self.spec.method,
             method_options=self.spec.method_options, drift_share=self.spec.drift_share,
-            save_to=self.reports_dir / report_id,
+            save_to=self.reports_dir / report_id, embedding_plot=self.spec.embedding_plot,
         )
         detected = drift.dataset_drift or bool(drift.embedding and drift.embedding.drifted)
         means = score_means(rows, extra)

@@ -53,6 +53,7 @@ class MonitorSpec:
     min_window: int = 30
     method: str = "mmd"
     method_options: dict = field(default_factory=dict)
+    embedding_plot: bool = False      # the embedding drift in Evidently's report, with its t-SNE map (slow)
     drift_share: float = 0.5
     consecutive: int = 2
     cooldown_s: float = 3600.0        # per cause: a cause that fired is silent this long; another one is not
@@ -93,6 +94,7 @@ def load_specs(settings: Settings) -> list[MonitorSpec]:
     base = MonitorSpec(
         name="default", window_size=settings.drift_window_size, window_seconds=settings.drift_window_seconds,
         min_window=settings.drift_min_window, method=settings.drift_method, drift_share=settings.drift_share,
+        embedding_plot=settings.drift_embedding_plot,
         consecutive=settings.drift_consecutive, cooldown_s=settings.drift_cooldown_s,
         quality_scores=parse_scores(settings.drift_quality_scores), quality_test=settings.drift_quality_test,
         quality_alpha=settings.drift_quality_alpha, quality_min_drop=settings.drift_quality_min_drop,
@@ -115,7 +117,7 @@ def load_specs(settings: Settings) -> list[MonitorSpec]:
     return specs
 
 
-SPEC_KEYS = {"name", "scope", "window_size", "window_seconds", "min_window", "method", "method_options",
+SPEC_KEYS = {"name", "scope", "window_size", "window_seconds", "min_window", "method", "method_options", "embedding_plot",
              "drift_share", "consecutive", "cooldown_s", "quality_scores", "quality_test", "quality_alpha",
              "quality_min_drop", "quality_min_effect", "quality_min_n", "quality_min", "keep_reports"}
 
