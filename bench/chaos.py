@@ -27,6 +27,7 @@ Goal: 0 lost, 0 duplicated (broker-restart loss apart), every service SERVING ag
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import os
 import random
@@ -243,7 +244,11 @@ def stored(s) -> dict:
     dr = sqlite3.connect(f"file:{s.data_dir / 'drift.db'}?mode=ro", uri=True, timeout=30)
     try:
         spans = {(t, sid) for t, sid in tr.execute("SELECT trace_id, span_id FROM spans")}
-        completions = {t for (t,) in tr.execute("SELECT trace_id FROM traces WHERE has_completion = 1")}
+        completions, no_contexts = set(), set()
+        for t, pb in tr.execute("SELECT trace_id, completion_pb FROM traces WHERE has_completion = 1"):
+            completions.add(t)
+            if not events_pb2.CompletionEvent.FromString(base64.b64decode(pb or "")).contexts:
+                no_contexts.add(t)   # a Generate whose retrieval found nothing: the context evaluators do not apply
         scores = collections.Counter(t for (t,) in tr.execute("SELECT trace_id FROM scores"))
         judge_spans = collections.Counter(
             (t, n) for t, n in tr.execute("SELECT trace_id, name FROM spans WHERE service = 'judging'"))
@@ -256,7 +261,7 @@ def stored(s) -> dict:
         tr.close()
         dr.close()
     return {"spans": spans, "completions": completions, "scores": scores, "judge_spans": judge_spans,
-            "observed": observed, "retrain": retrain}
+            "observed": observed, "retrain": retrain, "no_contexts": no_contexts}
 
 
 async def settle(s, ledger: Ledger, quiet_s: float = 45.0, timeout_s: float = 600.0) -> dict:
@@ -279,8 +284,17 @@ async def settle(s, ledger: Ledger, quiet_s: float = 45.0, timeout_s: float = 60
 
 def tally(ledger: Ledger, got: dict) -> tuple[list[list], dict]:
     phases = list(dict.fromkeys([*ledger.completions.values(), *ledger.spans.values(), *ledger.generated.values()]))
-    scored = [n for t, n in got["scores"].items() if ledger.completions.get(t) == "warm-up"]
-    per_completion = max(collections.Counter(scored).items(), key=lambda kv: kv[1])[0] if scored else 0
+    def mode(counts: list[int]) -> int:
+        return max(collections.Counter(counts).items(), key=lambda kv: kv[1])[0] if counts else 0
+
+    # scores a completion gets: one per cheap online evaluator that applies to it; a completion without
+    # contexts (a Generate whose retrieval found nothing) gets none from the evaluators that need them
+    per_completion = mode([n for t, n in got["scores"].items() if ledger.completions.get(t) == "warm-up"])
+    per_bare = mode([n for t, n in got["scores"].items() if t in got["no_contexts"]]) or per_completion
+
+    def expected(t: str) -> int:
+        return per_bare if t in got["no_contexts"] else per_completion
+
     rows, totals = [], collections.Counter()
     for ph in phases:
         comp = [t for t, p in ledger.completions.items() if p == ph]
@@ -289,9 +303,9 @@ def tally(ledger: Ledger, got: dict) -> tuple[list[list], dict]:
         traces = comp + gen
         lost_spans = sum(1 for k in spans if k not in got["spans"])
         lost_comp = sum(1 for t in traces if t not in got["completions"])
-        lost_scores = sum(max(0, per_completion - got["scores"].get(t, 0)) for t in traces)
+        lost_scores = sum(max(0, expected(t) - got["scores"].get(t, 0)) for t in traces)
         lost_obs = sum(1 for t in traces if t not in got["observed"])
-        row = [ph, len(spans), lost_spans, len(traces), lost_comp, len(traces) * per_completion, lost_scores,
+        row = [ph, len(spans), lost_spans, len(traces), lost_comp, sum(expected(t) for t in traces), lost_scores,
                len(traces), lost_obs]
         rows.append(row)
         bucket = "broker" if ph == "broker restart" else "other"
@@ -301,6 +315,7 @@ def tally(ledger: Ledger, got: dict) -> tuple[list[list], dict]:
     return rows, {"lost_excluding_broker_restart": totals["other_lost"],
                   "lost_in_broker_restart": totals["broker_lost"], "duplicate_judge_spans": dup_judge,
                   "duplicate_retrain_events": dup_retrain, "scores_per_completion": per_completion,
+                  "scores_per_completion_without_contexts": per_bare,
                   "refused_not_acknowledged": dict(ledger.refused)}
 
 
