@@ -14,7 +14,7 @@ from llmops.common.lag import LagMonitor
 from llmops.common.runtime import ServiceParts, streaming_parts
 from llmops.common.settings import Settings
 from llmops.drift.api import DriftServicer
-from llmops.drift.engine import DriftEngine
+from llmops.drift.engine import CLOSE_BATCH, DriftEngine
 from llmops.drift.join_table import JoinTable
 from llmops.drift.monitor_config import load_specs
 from llmops.drift.rollout_monitor import RolloutMonitor
@@ -43,9 +43,13 @@ def join_worker(settings: Settings, engine: DriftEngine, bus: EventBus) -> Kafka
     async def revoked(_tps) -> None:
         await engine.join_revoked()
 
+    # batches of two closes' worth: under a backlog a batch waits in the join for room (a close, seconds
+    # of embedding), and each one committed is progress the lag monitor sees; with batches of 500 a
+    # commit waited for eight closes, and on a loaded machine no offset moved for 300 s (the watchdog
+    # then ended a process that was slow, not stuck)
     return KafkaBatchWorker(settings, group, topics, engine, lambda: DeadLetterQueue(bus, group),
-                            name="drift_join", max_batch=500, within_ms=100, max_write=500, queued=2,
-                            co_partitioned=True, on_assigned=assigned, on_revoked=revoked)
+                            name="drift_join", max_batch=2 * CLOSE_BATCH, within_ms=100, max_write=2 * CLOSE_BATCH,
+                            queued=4, co_partitioned=True, on_assigned=assigned, on_revoked=revoked)
 
 
 class Workers:
